@@ -1,0 +1,32 @@
+//! sidekey's domain: the values a session is made of and the pure rules that govern them.
+//!
+//! This crate does no I/O, reads no clock and knows no framework: every rule that depends on time takes
+//! `now` as an argument, so it can be tested at the exact instant where it changes its answer. The one
+//! exception is [`Token::generate`], which draws its 256 bits from the operating system's CSPRNG, because a
+//! token that could be built from anything weaker must not be representable.
+//!
+//! Depends on nothing of sidekey's; `application`, `adapters` and `bin` depend on it.
+//!
+//! # Layout
+//! - [`secret_ref`]: [`SecretRef`], the validated *name* of a real credential (`secret_key_id`).
+//! - [`secret_value`]: [`SecretValue`], the real credential itself: redacted, zeroed on drop.
+//! - [`token`]: [`Token`] (`skt_` + base62 body + checksum), its [`TokenDigest`] and short fingerprint.
+//! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
+//! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod policy;
+pub mod secret_ref;
+pub mod secret_value;
+pub mod session;
+pub mod token;
+
+pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
+pub use secret_ref::{SecretRef, SecretRefError};
+pub use secret_value::{SecretValue, SecretValueError};
+pub use session::{
+    Metadata, MetadataError, Session, SessionId, SessionIdError, SessionParts, SessionPartsError,
+    Subject, SubjectError,
+};
+pub use token::{EntropyError, Token, TokenDigest, TokenFingerprint, TokenParseError};
