@@ -26,7 +26,7 @@ pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{
-    Metadata, MetadataError, Session, SessionId, SessionIdError, SessionParts, SessionPartsError,
-    Subject, SubjectError,
+    Metadata, MetadataError, Session, SessionId, SessionIdError, SessionParts, SessionPartsError, Subject,
+    SubjectError,
 };
 pub use token::{EntropyError, Token, TokenDigest, TokenFingerprint, TokenParseError};

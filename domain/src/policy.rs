@@ -162,18 +162,9 @@ mod tests {
     #[test]
     fn from_seconds_refuses_contradictory_settings() {
         assert_eq!(SessionPolicy::from_seconds(60, 0, 120, 600), Err(PolicyError::ZeroMinimum));
-        assert!(matches!(
-            SessionPolicy::from_seconds(5, 10, 120, 600),
-            Err(PolicyError::Unordered { .. })
-        ));
-        assert!(matches!(
-            SessionPolicy::from_seconds(60, 10, 700, 600),
-            Err(PolicyError::Unordered { .. })
-        ));
-        assert_eq!(
-            SessionPolicy::from_seconds(60, 10, 120, u64::MAX),
-            Err(PolicyError::TooLong)
-        );
+        assert!(matches!(SessionPolicy::from_seconds(5, 10, 120, 600), Err(PolicyError::Unordered { .. })));
+        assert!(matches!(SessionPolicy::from_seconds(60, 10, 700, 600), Err(PolicyError::Unordered { .. })));
+        assert_eq!(SessionPolicy::from_seconds(60, 10, 120, u64::MAX), Err(PolicyError::TooLong));
     }
 
     proptest! {

@@ -116,8 +116,10 @@ pub const MAX_METADATA_ENTRIES: usize = 16;
 pub const MAX_METADATA_TEXT: usize = 256;
 
 /// Free-form labels a client attaches to a session (at most 16 entries of at most 256 characters each).
+///
+/// Behind an `Arc` so that handing a session out on every verification clones no map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Metadata(BTreeMap<String, String>);
+pub struct Metadata(Arc<BTreeMap<String, String>>);
 
 /// Metadata outside the contract's limits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,7 +158,7 @@ impl Metadata {
                 return Err(MetadataError::ValueTooLong(key.clone()));
             }
         }
-        Ok(Self(entries))
+        Ok(Self(Arc::new(entries)))
     }
 
     /// The entries.

@@ -1,0 +1,160 @@
+//! The ports: what the use cases need from the outside world, and what each implementation promises.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sidekey_domain::{SecretRef, SecretValue, Session, SessionId, Subject, TokenDigest};
+
+/// What a valid token grants: the session and the real key it stands for.
+///
+/// Cloning is cheap (reference counts only), so stores can hand one out on every verification.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The session.
+    pub session: Session,
+    /// The real key, shared rather than copied so that only one copy of it lives in memory.
+    pub secret: Arc<SecretValue>,
+}
+
+/// What a store knows of a token digest.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A session that has not been revoked. It may already be past `expires_at`: stores purge lazily,
+    /// so callers check [`Session::is_expired_at`] themselves.
+    Active(Grant),
+    /// A session that was revoked and whose original expiry has not passed yet.
+    Revoked,
+    /// No session: never issued, or expired and purged.
+    Missing,
+}
+
+/// Which sessions an admin listing selects. Both filters set means both must match; none means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Only sessions for this `secret_key_id`.
+    pub secret_ref: Option<SecretRef>,
+    /// Only sessions of this subject.
+    pub subject: Option<Subject>,
+}
+
+impl SessionFilter {
+    /// Whether `session` is selected.
+    pub fn matches(&self, session: &Session) -> bool {
+        self.secret_ref.as_ref().is_none_or(|wanted| session.secret_ref() == wanted)
+            && self.subject.as_ref().is_none_or(|wanted| session.subject() == Some(wanted))
+    }
+}
+
+/// Which sessions a bulk revocation ends: a key rotation, or a user ban.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// Every session bound to this `secret_key_id`.
+    SecretRef(SecretRef),
+    /// Every session of this subject.
+    Subject(Subject),
+}
+
+impl RevocationTarget {
+    /// Whether `session` is one of those to revoke.
+    pub fn matches(&self, session: &Session) -> bool {
+        match self {
+            Self::SecretRef(wanted) => session.secret_ref() == wanted,
+            Self::Subject(wanted) => session.subject() == Some(wanted),
+        }
+    }
+}
+
+/// A session store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or did not answer in time. The text is the cause, for the log only.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+    /// A session is already stored under this digest.
+    #[error("a session is already stored under this token digest")]
+    Conflict,
+}
+
+/// Where sessions live, keyed by the digest of their token.
+///
+/// # Errors
+/// Every method of every implementation:
+/// - MUST return [`StoreError::Unavailable`] when its backend cannot be reached, and MUST do so within a
+///   bounded time (a store that hangs hangs every request of the service);
+/// - MUST NOT put a token, a real key or the cause's secrets into the error text.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session until its `expires_at`, after which it MUST stop being returned as active
+    /// for long and its memory MUST be released without anyone asking.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::Conflict`] if a session (active or revoked) is stored under `digest`.
+    async fn insert(&self, digest: TokenDigest, grant: Grant) -> Result<(), StoreError>;
+
+    /// What is stored under `digest`.
+    ///
+    /// MUST return [`Lookup::Revoked`] for a revoked session until its original `expires_at`, and MAY
+    /// return an expired session as [`Lookup::Active`] (callers check expiry against their clock).
+    async fn find(&self, digest: &TokenDigest) -> Result<Lookup, StoreError>;
+
+    /// Moves an active session's `expires_at` (a refresh) and returns what is stored afterwards.
+    ///
+    /// MUST NOT bring back a revoked or purged session: those return [`Lookup::Revoked`] or
+    /// [`Lookup::Missing`] unchanged.
+    async fn extend(&self, digest: &TokenDigest, expires_at: SystemTime) -> Result<Lookup, StoreError>;
+
+    /// Revokes the session stored under `digest`. Returns whether an active session was revoked.
+    async fn revoke(&self, digest: &TokenDigest) -> Result<bool, StoreError>;
+
+    /// Revokes the session with this id. Returns whether an active session was revoked.
+    async fn revoke_by_id(&self, id: SessionId) -> Result<bool, StoreError>;
+
+    /// Revokes every active session that `target` selects; returns how many.
+    async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, StoreError>;
+
+    /// Up to `limit` active sessions that `filter` selects, in no particular order.
+    async fn list(&self, filter: &SessionFilter, limit: usize) -> Result<Vec<Session>, StoreError>;
+
+    /// Whether the store can serve requests now (for readiness probes).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The secret source failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretSourceError {
+    /// The source holds no secret of that name.
+    #[error("the secret source has no such secret")]
+    NotFound,
+    /// The source did not answer within its timeout.
+    #[error("the secret source did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The source answered with a failure, or could not be reached. The text is for the log only.
+    #[error("the secret source failed: {0}")]
+    Failed(String),
+}
+
+/// Whoever holds the real keys: the environment, a directory, a bridge over an event bus.
+///
+/// # Errors
+/// - [`SecretSourceError::NotFound`] MUST mean the source answered and has no such secret (a client
+///   error), never that it could not be asked.
+/// - Implementations MUST bound the time they take and return [`SecretSourceError::Timeout`] past it.
+/// - The error text MUST NOT contain a secret.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SecretSource: Send + Sync + 'static {
+    /// The real key named `secret_ref`, read now (just in time, never cached past this call).
+    async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError>;
+
+    /// Whether the source can be asked now (for readiness probes).
+    async fn ping(&self) -> Result<(), SecretSourceError>;
+}
+
+/// The time. A port so that expiry is tested at exact instants.
+#[cfg_attr(test, mockall::automock)]
+pub trait Clock: Send + Sync + 'static {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+}

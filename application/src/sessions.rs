@@ -1,0 +1,449 @@
+//! The session use cases.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use metrics::Counter;
+use sidekey_domain::{
+    EntropyError, Metadata, SecretRef, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
+    TokenParseError, TtlError,
+};
+
+use crate::ports::{
+    Clock, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore,
+    StoreError,
+};
+
+/// Audit events go to this tracing target, so operators can route them apart from diagnostics.
+pub const AUDIT_TARGET: &str = "sidekey::audit";
+
+/// What a caller asks for when creating a session.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// The name of the real key the session stands for.
+    pub secret_ref: SecretRef,
+    /// The requested TTL in seconds; the policy's default when absent.
+    pub ttl_seconds: Option<u64>,
+    /// The client's labels.
+    pub metadata: Metadata,
+    /// The authenticated caller, when caller authentication is on.
+    pub subject: Option<Subject>,
+}
+
+/// A new session and the token that stands for it; the only place the token exists in clear.
+#[derive(Debug)]
+pub struct Issued {
+    /// The token to hand to the client, once.
+    pub token: Token,
+    /// The session.
+    pub session: Session,
+}
+
+/// Why a session could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The requested TTL lies outside the configured bounds (the caller must ask for less).
+    #[error(transparent)]
+    InvalidTtl(#[from] TtlError),
+    /// The secret source has no secret of that name.
+    #[error("the secret source has no such secret")]
+    UnknownSecret,
+    /// The secret source did not answer in time.
+    #[error("the secret source timed out")]
+    SecretSourceTimeout,
+    /// The secret source failed.
+    #[error("the secret source failed: {0}")]
+    SecretSourceFailed(String),
+    /// The store could not keep the session.
+    #[error("the session store is unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The OS had no randomness for a token.
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
+}
+
+/// Why a presented token does not verify. Each reason is told to the client (RFC 6750
+/// `error_description`) and counted; none of them reveals anything about other sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Not a token: wrong prefix, length, alphabet or checksum. Refused without touching the store.
+    #[error("the token is malformed")]
+    Malformed(TokenParseError),
+    /// Well-formed but not issued here (or expired long ago and purged).
+    #[error("the token is unknown")]
+    Unknown,
+    /// The session expired.
+    #[error("the token has expired")]
+    Expired,
+    /// The session was revoked.
+    #[error("the token was revoked")]
+    Revoked,
+}
+
+impl Rejection {
+    /// A stable label for metrics and audit events.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Why a token did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not valid (the client must get a new one).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The store could not be asked (fail closed; the client may retry).
+    #[error("the session store is unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+/// Why a session could not be refreshed: the same reasons as verification.
+pub type RefreshError = VerifyError;
+/// Why a session could not be revoked by its own token: the same reasons as verification.
+pub type RevokeError = VerifyError;
+
+/// Why an admin operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// No active session has that id.
+    #[error("no active session has that id")]
+    NotFound,
+    /// The store could not be asked.
+    #[error("the session store is unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+/// The state of the service's dependencies, for readiness probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// The store's answer to a ping.
+    pub store: Result<(), StoreError>,
+    /// The secret source's answer to a ping.
+    pub secrets: Result<(), SecretSourceError>,
+}
+
+impl Readiness {
+    /// Whether every dependency answered.
+    pub fn is_ready(&self) -> bool {
+        self.store.is_ok() && self.secrets.is_ok()
+    }
+}
+
+/// Counters resolved once at construction, so the verify path does not look metrics up by name.
+struct Counters {
+    issued: Counter,
+    verified: Counter,
+    refused_malformed: Counter,
+    refused_unknown: Counter,
+    refused_expired: Counter,
+    refused_revoked: Counter,
+    verify_errors: Counter,
+    refreshed: Counter,
+}
+
+impl Counters {
+    fn new() -> Self {
+        let refused = |reason: &'static str| metrics::counter!("sidekey_verifications_total", "outcome" => "refused", "reason" => reason);
+        Self {
+            issued: metrics::counter!("sidekey_sessions_issued_total"),
+            verified: metrics::counter!("sidekey_verifications_total", "outcome" => "accepted", "reason" => "valid"),
+            refused_malformed: refused("malformed"),
+            refused_unknown: refused("unknown"),
+            refused_expired: refused("expired"),
+            refused_revoked: refused("revoked"),
+            verify_errors: metrics::counter!(
+                "sidekey_verifications_total", "outcome" => "error", "reason" => "store_unavailable"
+            ),
+            refreshed: metrics::counter!("sidekey_refreshes_total"),
+        }
+    }
+
+    fn refused(&self, rejection: Rejection) -> &Counter {
+        match rejection {
+            Rejection::Malformed(_) => &self.refused_malformed,
+            Rejection::Unknown => &self.refused_unknown,
+            Rejection::Expired => &self.refused_expired,
+            Rejection::Revoked => &self.refused_revoked,
+        }
+    }
+}
+
+fn count_revocations(kind: &'static str, how_many: u64) {
+    metrics::counter!("sidekey_revocations_total", "kind" => kind).increment(how_many);
+}
+
+/// The session use cases over a store, a secret source and a clock.
+pub struct SessionService {
+    store: Arc<dyn SessionStore>,
+    secrets: Arc<dyn SecretSource>,
+    clock: Arc<dyn Clock>,
+    policy: SessionPolicy,
+    counters: Counters,
+}
+
+impl SessionService {
+    /// Wires the use cases. Metrics handles are taken from the recorder installed at this moment.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        secrets: Arc<dyn SecretSource>,
+        clock: Arc<dyn Clock>,
+        policy: SessionPolicy,
+    ) -> Self {
+        Self { store, secrets, clock, policy, counters: Counters::new() }
+    }
+
+    /// The policy sessions are issued under.
+    pub fn policy(&self) -> &SessionPolicy {
+        &self.policy
+    }
+
+    /// Issues a session: checks the TTL, fetches the real key just in time, stores the session under the
+    /// digest of a fresh token, and returns the token.
+    ///
+    /// # Errors
+    /// [`IssueError`]; the TTL is checked before the secret source is asked.
+    #[tracing::instrument(skip_all, fields(secret_key_id = %request.secret_ref))]
+    pub async fn issue(&self, request: IssueRequest) -> Result<Issued, IssueError> {
+        let ttl = self.policy.ttl(request.ttl_seconds)?;
+        let secret = self.secrets.fetch(&request.secret_ref).await.map_err(|error| match error {
+            SecretSourceError::NotFound => IssueError::UnknownSecret,
+            SecretSourceError::Timeout(_) => IssueError::SecretSourceTimeout,
+            SecretSourceError::Failed(cause) => IssueError::SecretSourceFailed(cause),
+        })?;
+        let token = Token::generate()?;
+        let digest = token.digest();
+        let session = Session::issue(
+            SessionId::new_random(),
+            request.secret_ref,
+            request.subject,
+            request.metadata,
+            ttl,
+            self.clock.now(),
+        );
+        let grant = Grant { session: session.clone(), secret: Arc::new(secret) };
+        self.store.insert(digest, grant).await.map_err(|error| match error {
+            StoreError::Unavailable(cause) => IssueError::StoreUnavailable(cause),
+            // 2^-256 odds: a fresh token colliding means the randomness is broken, so fail loudly.
+            StoreError::Conflict => IssueError::StoreUnavailable("token digest collision".into()),
+        })?;
+        self.counters.issued.increment(1);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "session.issued",
+            session_id = %session.id(),
+            secret_key_id = %session.secret_ref(),
+            subject = session.subject().map(Subject::as_str),
+            ttl_seconds = ttl.get().as_secs(),
+            token = %digest.fingerprint(),
+        );
+        Ok(Issued { token, session })
+    }
+
+    /// Verifies a presented token and returns what it grants. The hot path: one parse, one digest, one
+    /// store lookup.
+    ///
+    /// # Errors
+    /// [`VerifyError::Rejected`] with the reason, or [`VerifyError::StoreUnavailable`].
+    pub async fn verify(&self, presented: &str) -> Result<Grant, VerifyError> {
+        let digest = self.parse(presented, "verify")?;
+        let grant = self.active_grant(&digest, "verify").await?;
+        self.counters.verified.increment(1);
+        Ok(grant)
+    }
+
+    /// Slides a session's expiry forward (see [`Session::refreshed_at`]) and returns it.
+    ///
+    /// # Errors
+    /// As [`SessionService::verify`]; a session at its maximum lifetime is returned unchanged, not refused.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<Session, RefreshError> {
+        let digest = self.parse(presented, "refresh")?;
+        // One reading of the clock for the whole refresh, so the expiry check and the new expiry agree.
+        let now = self.clock.now();
+        let grant = self.active_grant_at(&digest, now, "refresh").await?;
+        let refreshed = grant.session.refreshed_at(now, &self.policy);
+        let stored = self
+            .store
+            .extend(&digest, refreshed.expires_at())
+            .await
+            .map_err(|error| self.store_failed(error, "refresh"))?;
+        let session = match stored {
+            Lookup::Active(grant) => grant.session,
+            // Revoked between the lookup and the update: the revocation wins.
+            Lookup::Revoked => {
+                return Err(self.refuse(Rejection::Revoked, Some(&digest), "refresh"));
+            }
+            Lookup::Missing => {
+                return Err(self.refuse(Rejection::Unknown, Some(&digest), "refresh"));
+            }
+        };
+        self.counters.refreshed.increment(1);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "session.refreshed",
+            session_id = %session.id(),
+            expires_in_seconds = session.remaining_at(now).as_secs(),
+            token = %digest.fingerprint(),
+        );
+        Ok(session)
+    }
+
+    /// Revokes the session of a presented token (a client logging out).
+    ///
+    /// # Errors
+    /// As [`SessionService::verify`]: only a token that verifies can revoke itself.
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke(&self, presented: &str) -> Result<(), RevokeError> {
+        let digest = self.parse(presented, "revoke")?;
+        let grant = self.active_grant(&digest, "revoke").await?;
+        let revoked = self.store.revoke(&digest).await.map_err(|error| self.store_failed(error, "revoke"))?;
+        if !revoked {
+            // Revoked or purged by someone else in between: the token is invalid either way.
+            return Err(self.refuse(Rejection::Revoked, Some(&digest), "revoke"));
+        }
+        count_revocations("self", 1);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "session.revoked",
+            by = "self",
+            session_id = %grant.session.id(),
+            token = %digest.fingerprint(),
+        );
+        Ok(())
+    }
+
+    /// Up to `limit` active sessions matching `filter` (admin).
+    ///
+    /// # Errors
+    /// [`AdminError::StoreUnavailable`].
+    pub async fn list(&self, filter: &SessionFilter, limit: usize) -> Result<Vec<Session>, AdminError> {
+        let now = self.clock.now();
+        let mut sessions = self.store.list(filter, limit).await.map_err(admin_store_failed)?;
+        sessions.retain(|session| !session.is_expired_at(now));
+        Ok(sessions)
+    }
+
+    /// Revokes one session by id (admin).
+    ///
+    /// # Errors
+    /// [`AdminError::NotFound`] when no active session has that id.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn revoke_by_id(&self, id: SessionId) -> Result<(), AdminError> {
+        if !self.store.revoke_by_id(id).await.map_err(admin_store_failed)? {
+            return Err(AdminError::NotFound);
+        }
+        count_revocations("admin", 1);
+        tracing::info!(target: AUDIT_TARGET, event = "session.revoked", by = "admin", session_id = %id);
+        Ok(())
+    }
+
+    /// Revokes every session bound to a `secret_key_id` or a subject (admin: key rotation, user ban).
+    ///
+    /// # Errors
+    /// [`AdminError::StoreUnavailable`].
+    #[tracing::instrument(skip_all)]
+    pub async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, AdminError> {
+        let revoked = self.store.revoke_matching(target).await.map_err(admin_store_failed)?;
+        let (kind, secret_key_id, subject) = match target {
+            RevocationTarget::SecretRef(name) => ("secret_key_id", Some(name.as_str()), None),
+            RevocationTarget::Subject(subject) => ("subject", None, Some(subject.as_str())),
+        };
+        count_revocations(kind, revoked);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "sessions.revoked",
+            by = "admin",
+            kind,
+            secret_key_id,
+            subject,
+            revoked,
+        );
+        Ok(revoked)
+    }
+
+    /// Asks every dependency whether it can serve.
+    pub async fn readiness(&self) -> Readiness {
+        Readiness { store: self.store.ping().await, secrets: self.secrets.ping().await }
+    }
+
+    fn parse(&self, presented: &str, operation: &'static str) -> Result<TokenDigest, VerifyError> {
+        Token::parse(presented)
+            .map(|token| token.digest())
+            .map_err(|error| self.refuse(Rejection::Malformed(error), None, operation))
+    }
+
+    async fn active_grant(
+        &self,
+        digest: &TokenDigest,
+        operation: &'static str,
+    ) -> Result<Grant, VerifyError> {
+        self.active_grant_at(digest, self.clock.now(), operation).await
+    }
+
+    async fn active_grant_at(
+        &self,
+        digest: &TokenDigest,
+        now: SystemTime,
+        operation: &'static str,
+    ) -> Result<Grant, VerifyError> {
+        let lookup = self.store.find(digest).await.map_err(|error| self.store_failed(error, operation))?;
+        match lookup {
+            Lookup::Active(grant) if !grant.session.is_expired_at(now) => Ok(grant),
+            Lookup::Active(_) => Err(self.refuse(Rejection::Expired, Some(digest), operation)),
+            Lookup::Revoked => Err(self.refuse(Rejection::Revoked, Some(digest), operation)),
+            Lookup::Missing => Err(self.refuse(Rejection::Unknown, Some(digest), operation)),
+        }
+    }
+
+    fn refuse(
+        &self,
+        rejection: Rejection,
+        digest: Option<&TokenDigest>,
+        operation: &'static str,
+    ) -> VerifyError {
+        self.counters.refused(rejection).increment(1);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "verification.refused",
+            operation,
+            reason = rejection.reason(),
+            token = digest.map(|digest| tracing::field::display(digest.fingerprint())),
+        );
+        VerifyError::Rejected(rejection)
+    }
+
+    fn store_failed(&self, error: StoreError, operation: &'static str) -> VerifyError {
+        self.counters.verify_errors.increment(1);
+        tracing::warn!(operation, %error, "session store failed");
+        VerifyError::StoreUnavailable(store_cause(error))
+    }
+}
+
+fn admin_store_failed(error: StoreError) -> AdminError {
+    AdminError::StoreUnavailable(store_cause(error))
+}
+
+/// The cause alone: the error variants that carry it already say "the session store is unavailable".
+fn store_cause(error: StoreError) -> String {
+    match error {
+        StoreError::Unavailable(cause) => cause,
+        StoreError::Conflict => StoreError::Conflict.to_string(),
+    }
+}
+
+/// The time the service runs on, for adapters that need to agree with it (the HTTP layer's `expires_in`).
+impl SessionService {
+    /// The service clock's current time.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+}
+
+#[cfg(test)]
+mod tests;
