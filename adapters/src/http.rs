@@ -1,0 +1,103 @@
+//! The HTTP interface: the contract's routes on poem-openapi, with problem+json errors.
+//!
+//! # Layout
+//! - [`problem`]: [`ApiError`](problem::ApiError), the contract's codes, and the conversion of poem's own
+//!   errors.
+//! - [`json_body`]: the size-limited JSON body extractor that names invalid fields.
+//! - [`auth`]: the bearer extractors ([`auth::VerifiedSession`] for any route that needs a session).
+//! - [`session_api`], [`admin_api`], [`operations_api`]: the routes of the contract's sections.
+//! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
+
+pub mod admin_api;
+pub mod auth;
+pub mod json_body;
+pub mod middleware;
+pub mod operations_api;
+pub mod problem;
+pub mod session_api;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem_openapi::{OpenApiService, Tags};
+use sidekey_application::SessionService;
+
+pub use auth::{AdminCredential, VerifiedSession, authenticate};
+
+/// Renders the metrics registry as Prometheus text.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the routes share.
+pub struct HttpState {
+    /// The use cases.
+    pub sessions: Arc<SessionService>,
+    /// The admin API's credential; `None` disables the admin API (its routes answer 404).
+    pub admin: Option<AdminCredential>,
+    /// The metrics registry, when one is installed.
+    pub metrics: Option<MetricsRenderer>,
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Largest JSON request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl HttpSettings {
+    /// The contract's default JSON body limit: 16 KiB, ample for a session request (a 128-byte name and
+    /// 16 metadata entries of 2 × 256 characters fit in 9 KiB even as 4-byte UTF-8).
+    pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { body_limit: Self::DEFAULT_BODY_LIMIT }
+    }
+}
+
+/// Groups of operations in the OpenAPI document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Issue, inspect, refresh and revoke session tokens; forward-auth verification.
+    Sessions,
+    /// Operator access (needs `SIDEKEY_ADMIN_TOKEN`).
+    Admin,
+    /// Health, readiness and metrics.
+    Operations,
+}
+
+type Apis = (session_api::SessionApi, admin_api::AdminApi, operations_api::OperationsApi);
+
+fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (session_api::SessionApi, admin_api::AdminApi, operations_api::OperationsApi),
+        "sidekey",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .summary("Short-lived session tokens in place of real LLM API keys")
+    .description(
+        "A chat frontend exchanges the *name* of a real key for a short-lived session token; sidekey \
+         keeps the real key server-side and verifies the token on every call. Every error is \
+         `application/problem+json` with a stable `code`.",
+    )
+}
+
+/// The OpenAPI document, exactly as `GET /openapi.json` serves it.
+pub fn openapi_json() -> String {
+    openapi_service().spec()
+}
+
+/// The whole HTTP application: the contract's routes, `/openapi.json`, `/docs`, and the shared middleware.
+pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> impl Endpoint + 'static {
+    let service = openapi_service();
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service.into_endpoint())
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .around(middleware::around)
+        .data(settings)
+        .data(state)
+}

@@ -1,0 +1,309 @@
+//! RFC 9457 problem+json errors with the contract's stable codes.
+//!
+//! Every error the service answers goes through [`ApiError`]: handlers return it, the JSON body extractor
+//! and the bearer extractors return it, and [`problem_from_poem_error`] turns the errors poem and
+//! poem-openapi raise themselves (a missing bearer header, an unknown route) into it too.
+
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The realm named in every `WWW-Authenticate` challenge.
+const REALM: &str = "sidekey";
+
+/// Seconds a client should wait before retrying when a dependency is down: long enough not to hammer a
+/// recovering store, short enough that a brief outage does not stall users.
+const RETRY_AFTER_UNAVAILABLE_SECONDS: u64 = 1;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Problem")]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:sidekey:problem:<code>`.
+    #[oai(rename = "type")]
+    pub problem_type: String,
+    /// A short, human-readable summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, naming the offending field when there is one.
+    pub detail: String,
+    /// The stable, machine-readable error code (see the contract's Errors table).
+    pub code: String,
+}
+
+/// The contract's error codes, each with its status and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: malformed JSON, wrong content type, unreadable body.
+    InvalidRequest,
+    /// 401: no bearer credential.
+    MissingToken,
+    /// 401: malformed, unknown, expired or revoked token.
+    InvalidToken,
+    /// 403: authenticated but not allowed.
+    Forbidden,
+    /// 404: unknown route, session or upstream.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 413: request body over the limit.
+    PayloadTooLarge,
+    /// 422: well-formed JSON with invalid fields.
+    ValidationFailed,
+    /// 422: the secret source has no such secret.
+    UnknownSecretKeyId,
+    /// 502: the secret source failed.
+    SecretSourceError,
+    /// 503: the session store is down.
+    StoreUnavailable,
+    /// 503: a dependency needed for readiness is down.
+    NotReady,
+    /// 504: the secret source did not answer in time.
+    SecretSourceTimeout,
+    /// 500: a fault of sidekey's own (never bad input).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable code string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::ValidationFailed => "validation_failed",
+            Self::UnknownSecretKeyId => "unknown_secret_key_id",
+            Self::SecretSourceError => "secret_source_error",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::NotReady => "not_ready",
+            Self::SecretSourceTimeout => "secret_source_timeout",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ValidationFailed | Self::UnknownSecretKeyId => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SecretSourceError => StatusCode::BAD_GATEWAY,
+            Self::StoreUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SecretSourceTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "The request could not be read",
+            Self::MissingToken => "A bearer token is required",
+            Self::InvalidToken => "The bearer token is not valid",
+            Self::Forbidden => "Not allowed",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::PayloadTooLarge => "The request body is too large",
+            Self::ValidationFailed => "A field is invalid",
+            Self::UnknownSecretKeyId => "Unknown secret_key_id",
+            Self::SecretSourceError => "The secret source failed",
+            Self::StoreUnavailable => "The session store is unavailable",
+            Self::NotReady => "Not ready",
+            Self::SecretSourceTimeout => "The secret source did not answer in time",
+            Self::Internal => "Internal error",
+        }
+    }
+}
+
+/// An error answer: a code, a detail for this request, and the headers its status calls for.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+}
+
+impl ApiError {
+    /// An error with a detail written for the client. The detail must never hold a secret.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into() }
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The problem document of this error.
+    pub fn to_problem(&self) -> Problem {
+        Problem {
+            problem_type: format!("urn:sidekey:problem:{}", self.code.as_str()),
+            title: self.code.title().to_owned(),
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.as_str().to_owned(),
+        }
+    }
+
+    /// The RFC 6750 challenge for a 401, and `None` for other statuses.
+    fn challenge(&self) -> Option<String> {
+        match self.code {
+            ErrorCode::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
+            ErrorCode::InvalidToken => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                // A quoted-string may not hold a bare quote or backslash (RFC 9110 §5.6.4).
+                self.detail.replace(['"', '\\'], "'")
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let mut response = Json(self.to_problem()).into_response();
+        response.set_status(status);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(challenge) = self.challenge().and_then(|text| HeaderValue::from_str(&text).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS));
+        }
+        response
+    }
+}
+
+impl From<ApiError> for poem::Error {
+    fn from(error: ApiError) -> Self {
+        poem::Error::from_response(error.into_response())
+    }
+}
+
+/// Turns an error that poem or poem-openapi raised on its own into the contract's problem+json.
+///
+/// Errors already built as responses (ours) pass through unchanged.
+pub fn problem_from_poem_error(error: poem::Error) -> Response {
+    if error.is_from_response() {
+        return error.into_response();
+    }
+    let api_error = if error.is::<poem_openapi::error::AuthorizationError>() {
+        ApiError::new(ErrorCode::MissingToken, "send the session token as `Authorization: Bearer <token>`")
+    } else if error.is::<poem_openapi::error::ContentTypeError>() {
+        ApiError::new(ErrorCode::InvalidRequest, "the body must be JSON (`Content-Type: application/json`)")
+    } else if let Some(param) = error.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        ApiError::new(ErrorCode::ValidationFailed, format!("parameter `{}` is invalid", param.name))
+    } else {
+        match error.status() {
+            StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ApiError::new(ErrorCode::MethodNotAllowed, "the route does not accept this method")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            }
+            status if status.is_client_error() => {
+                ApiError::new(ErrorCode::InvalidRequest, "the request could not be read")
+            }
+            status => {
+                tracing::error!(%status, error = %error, "unexpected error");
+                ApiError::new(ErrorCode::Internal, "an unexpected error occurred; it has been logged")
+            }
+        }
+    };
+    api_error.into_response()
+}
+
+/// The errors of the routes that take a session token: documented for the OpenAPI document; built from
+/// an [`ApiError`].
+#[derive(ApiResponse)]
+pub enum TokenFailure {
+    /// `missing_token` or `invalid_token`, with an RFC 6750 challenge.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// `store_unavailable`: fail closed; retry after the given seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// `internal_error`.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+impl From<ApiError> for TokenFailure {
+    fn from(error: ApiError) -> Self {
+        let challenge = error.challenge();
+        let problem = Json(error.to_problem());
+        match error.code.status() {
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(problem, challenge.unwrap_or_default()),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(problem, RETRY_AFTER_UNAVAILABLE_SECONDS),
+            _ => Self::Internal(problem),
+        }
+    }
+}
+
+/// The errors of the routes that take a JSON body or admin credentials.
+#[derive(ApiResponse)]
+pub enum ApiFailure {
+    /// `invalid_request`: malformed JSON, wrong content type, unreadable body.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// `missing_token` or `invalid_token`, with an RFC 6750 challenge.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// `forbidden`.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// `not_found`.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// `payload_too_large`.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// `validation_failed` (the detail names the field) or `unknown_secret_key_id`.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// `secret_source_error`.
+    #[oai(status = 502, content_type = "application/problem+json")]
+    BadGateway(Json<Problem>),
+    /// `store_unavailable`: fail closed; retry after the given seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    /// `secret_source_timeout`.
+    #[oai(status = 504, content_type = "application/problem+json")]
+    GatewayTimeout(Json<Problem>),
+    /// `internal_error`.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+}
+
+impl From<ApiError> for ApiFailure {
+    fn from(error: ApiError) -> Self {
+        let challenge = error.challenge();
+        let problem = Json(error.to_problem());
+        match error.code.status() {
+            StatusCode::BAD_REQUEST => Self::BadRequest(problem),
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(problem, challenge.unwrap_or_default()),
+            StatusCode::FORBIDDEN => Self::Forbidden(problem),
+            StatusCode::NOT_FOUND => Self::NotFound(problem),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(problem),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(problem),
+            StatusCode::BAD_GATEWAY => Self::BadGateway(problem),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(problem, RETRY_AFTER_UNAVAILABLE_SECONDS),
+            StatusCode::GATEWAY_TIMEOUT => Self::GatewayTimeout(problem),
+            _ => Self::Internal(problem),
+        }
+    }
+}

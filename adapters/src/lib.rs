@@ -1,0 +1,21 @@
+//! sidekey's adapters: the technology behind each port, and the HTTP interface in front of the use cases.
+//!
+//! Depends on `domain` and `application`; `bin` wires these adapters together. Only this crate knows HTTP
+//! statuses, and only its `http` module maps application errors to the contract's problem+json codes.
+//!
+//! # Layout
+//! - [`clock`]: [`SystemClock`], the `Clock` port on the operating system's wall clock.
+//! - [`memory`]: [`InMemorySessionStore`], sessions in process memory with automatic expiry.
+//! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`) and [`FileSecretSource`] (`file:DIR`).
+//! - [`http`]: the poem-openapi interface: session, admin and operations routes, problem+json errors,
+//!   the bearer extractors, metrics and the OpenAPI document.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod http;
+pub mod memory;
+pub mod secrets;
+
+pub use clock::SystemClock;
+pub use memory::InMemorySessionStore;
+pub use secrets::{EnvSecretSource, FileSecretSource};

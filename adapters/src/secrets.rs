@@ -1,0 +1,134 @@
+//! Secret sources that read real keys from this machine: the environment or a directory of files.
+//!
+//! Both read just in time, at each issuance, never at start-up, so a key changed in the environment of a
+//! restarted bridge or rewritten in its file is picked up by the next session without restarting sidekey.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sidekey_application::{SecretSource, SecretSourceError};
+use sidekey_domain::{SecretRef, SecretValue};
+
+/// Prefix of the environment variables that hold real keys: `openai-prod` is `SIDEKEY_SECRET_OPENAI_PROD`.
+pub const SECRET_ENV_PREFIX: &str = "SIDEKEY_SECRET_";
+
+/// The environment variable that holds the key named `secret_ref`: upper-cased, with `-`, `.` and `:`
+/// (which environment variable names cannot hold) turned into `_`.
+pub fn secret_env_var(secret_ref: &SecretRef) -> String {
+    let mut name = String::with_capacity(SECRET_ENV_PREFIX.len() + secret_ref.as_str().len());
+    name.push_str(SECRET_ENV_PREFIX);
+    name.extend(secret_ref.as_str().chars().map(|c| match c {
+        '-' | '.' | ':' => '_',
+        other => other.to_ascii_uppercase(),
+    }));
+    name
+}
+
+/// Real keys from `SIDEKEY_SECRET_<ID>` environment variables (the embedded default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSecretSource;
+
+#[async_trait]
+impl SecretSource for EnvSecretSource {
+    async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError> {
+        match std::env::var(secret_env_var(secret_ref)) {
+            Ok(text) => SecretValue::new(text).map_err(|error| {
+                SecretSourceError::Failed(format!("{} is unusable: {error}", secret_env_var(secret_ref)))
+            }),
+            Err(std::env::VarError::NotPresent) => Err(SecretSourceError::NotFound),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(SecretSourceError::Failed(format!("{} is not valid UTF-8", secret_env_var(secret_ref))))
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), SecretSourceError> {
+        Ok(())
+    }
+}
+
+/// How long a file read may take before the source reports a timeout (a hung network filesystem).
+const FILE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Real keys from files: the key named `openai-prod` is the content of `DIR/openai-prod` (the layout of
+/// Kubernetes and Docker secret mounts). Names cannot escape the directory: `SecretRef` allows no `/`, and
+/// the names `.` and `..` are refused.
+#[derive(Debug, Clone)]
+pub struct FileSecretSource {
+    directory: PathBuf,
+}
+
+impl FileSecretSource {
+    /// A source over `directory`.
+    pub fn new(directory: impl Into<PathBuf>) -> Self {
+        Self { directory: directory.into() }
+    }
+}
+
+#[async_trait]
+impl SecretSource for FileSecretSource {
+    async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError> {
+        if matches!(secret_ref.as_str(), "." | "..") {
+            return Err(SecretSourceError::NotFound);
+        }
+        let path = self.directory.join(secret_ref.as_str());
+        let read = tokio::time::timeout(FILE_READ_TIMEOUT, tokio::fs::read_to_string(path)).await;
+        match read {
+            Err(_) => Err(SecretSourceError::Timeout(FILE_READ_TIMEOUT)),
+            Ok(Ok(text)) => SecretValue::new(text).map_err(|error| {
+                SecretSourceError::Failed(format!("secret file {secret_ref} is unusable: {error}"))
+            }),
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(SecretSourceError::NotFound)
+            }
+            Ok(Err(error)) => Err(SecretSourceError::Failed(format!(
+                "cannot read secret file {secret_ref}: {}",
+                error.kind()
+            ))),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), SecretSourceError> {
+        match tokio::fs::metadata(&self.directory).await {
+            Ok(metadata) if metadata.is_dir() => Ok(()),
+            Ok(_) => {
+                Err(SecretSourceError::Failed(format!("{} is not a directory", self.directory.display())))
+            }
+            Err(error) => Err(SecretSourceError::Failed(format!(
+                "cannot read {}: {}",
+                self.directory.display(),
+                error.kind()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> SecretRef {
+        SecretRef::parse(text).unwrap()
+    }
+
+    #[test]
+    fn env_var_names_follow_the_contract() {
+        assert_eq!(secret_env_var(&name("openai-prod")), "SIDEKEY_SECRET_OPENAI_PROD");
+        assert_eq!(secret_env_var(&name("a.b:c_d")), "SIDEKEY_SECRET_A_B_C_D");
+    }
+
+    #[tokio::test]
+    async fn the_file_source_reads_trims_and_reports_missing_files() {
+        let directory = std::env::temp_dir().join(format!("sidekey-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(directory.join("openai-prod"), "sk-file-123\n").unwrap();
+        let source = FileSecretSource::new(&directory);
+        assert_eq!(source.fetch(&name("openai-prod")).await.unwrap().expose(), "sk-file-123");
+        assert_eq!(source.fetch(&name("absent")).await.unwrap_err(), SecretSourceError::NotFound);
+        assert_eq!(source.fetch(&name("..")).await.unwrap_err(), SecretSourceError::NotFound);
+        assert!(source.ping().await.is_ok());
+        std::fs::remove_dir_all(&directory).unwrap();
+        assert!(source.ping().await.is_err());
+    }
+}

@@ -1,0 +1,388 @@
+//! The `SessionStore` contract, as one suite run against every implementation.
+//!
+//! Each test is written once, in [`contract`], against `Arc<dyn SessionStore>` and a [`ManualClock`];
+//! [`store_contract_suite!`] instantiates the whole suite for one backend. Adding a store means one more
+//! invocation at the bottom of this file, with a factory that builds the store on the given clock.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use sidekey_adapters::InMemorySessionStore;
+use sidekey_application::{Clock, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError};
+use sidekey_domain::{
+    Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
+};
+
+/// A clock that moves only when a test says so.
+struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    fn starting_at(now: SystemTime) -> Self {
+        Self(Mutex::new(now))
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// 2027-01-15: a fixed, recent instant, so failures print readable times.
+const T0: Duration = Duration::from_secs(1_800_000_000);
+
+type Settle = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a backend's factory returns.
+struct Backend {
+    store: Arc<dyn SessionStore>,
+    /// Brings the store up to date with the clock after the test moved it: whatever the store would
+    /// eventually do by itself once that time had passed (the memory store purges).
+    settle: Settle,
+}
+
+/// One test's world: the store, its clock and a few session helpers.
+struct Harness {
+    clock: Arc<ManualClock>,
+    store: Arc<dyn SessionStore>,
+    settle: Settle,
+}
+
+impl Harness {
+    async fn start<F, Fut>(make: F) -> Self
+    where
+        F: FnOnce(Arc<ManualClock>) -> Fut,
+        Fut: Future<Output = Backend>,
+    {
+        let clock = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH + T0));
+        let Backend { store, settle } = make(Arc::clone(&clock)).await;
+        Self { clock, store, settle }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    fn at(&self, seconds_from_now: u64) -> SystemTime {
+        self.now() + Duration::from_secs(seconds_from_now)
+    }
+
+    /// Moves the clock and lets the store catch up.
+    async fn advance(&self, seconds: u64) {
+        self.clock.advance(Duration::from_secs(seconds));
+        (self.settle)().await;
+    }
+
+    /// A grant issued now for `ttl` seconds, for `secret` (whose value is `sk-<secret>`) and `subject`.
+    fn grant(&self, secret: &str, subject: Option<&str>, ttl: u64) -> Grant {
+        let session = Session::issue(
+            SessionId::new_random(),
+            SecretRef::parse(secret).unwrap(),
+            subject.map(|subject| Subject::parse(subject).unwrap()),
+            Metadata::new([("team".to_owned(), "search".to_owned())].into()).unwrap(),
+            SessionPolicy::default().ttl(Some(ttl)).unwrap(),
+            self.now(),
+        );
+        let value = SecretValue::new(format!("sk-{secret}")).unwrap();
+        Grant { session, secret: Arc::new(value) }
+    }
+
+    /// Stores a fresh session under a fresh token's digest.
+    async fn issue(&self, secret: &str, subject: Option<&str>, ttl: u64) -> (TokenDigest, Session) {
+        let digest = Token::generate().unwrap().digest();
+        let grant = self.grant(secret, subject, ttl);
+        let session = grant.session.clone();
+        self.store.insert(digest, grant).await.unwrap();
+        (digest, session)
+    }
+
+    async fn find(&self, digest: &TokenDigest) -> Lookup {
+        self.store.find(digest).await.unwrap()
+    }
+
+    async fn active(&self, digest: &TokenDigest) -> Grant {
+        match self.find(digest).await {
+            Lookup::Active(grant) => grant,
+            other => panic!("expected an active session, found {other:?}"),
+        }
+    }
+}
+
+fn is_revoked(lookup: &Lookup) -> bool {
+    matches!(lookup, Lookup::Revoked)
+}
+
+fn is_missing(lookup: &Lookup) -> bool {
+    matches!(lookup, Lookup::Missing)
+}
+
+fn ids(sessions: &[Session]) -> BTreeSet<SessionId> {
+    sessions.iter().map(Session::id).collect()
+}
+
+/// Four sessions for the bulk operations: `openai` for alice and bob, `anthropic` for alice, and a
+/// revoked `openai` session of alice's that no bulk operation may count again.
+struct Fixture {
+    openai_alice: (TokenDigest, Session),
+    openai_bob: (TokenDigest, Session),
+    anthropic_alice: (TokenDigest, Session),
+    revoked_openai_alice: (TokenDigest, Session),
+}
+
+impl Fixture {
+    async fn stored_in(harness: &Harness) -> Self {
+        let fixture = Self {
+            openai_alice: harness.issue("openai", Some("alice"), 600).await,
+            openai_bob: harness.issue("openai", Some("bob"), 600).await,
+            anthropic_alice: harness.issue("anthropic", Some("alice"), 600).await,
+            revoked_openai_alice: harness.issue("openai", Some("alice"), 600).await,
+        };
+        assert!(harness.store.revoke(&fixture.revoked_openai_alice.0).await.unwrap());
+        fixture
+    }
+}
+
+/// The contract, one function per test; each takes a fresh harness.
+mod contract {
+    use super::*;
+
+    pub async fn insert_then_find_returns_the_session_and_its_secret(h: Harness) {
+        let digest = Token::generate().unwrap().digest();
+        let grant = h.grant("openai-prod", Some("user_1"), 60);
+        h.store.insert(digest, grant.clone()).await.unwrap();
+        let found = h.active(&digest).await;
+        assert_eq!(found.session, grant.session);
+        assert_eq!(found.session.expires_at(), h.at(60));
+        assert_eq!(found.session.secret_ref().as_str(), "openai-prod");
+        assert_eq!(found.session.subject().map(Subject::as_str), Some("user_1"));
+        assert_eq!(found.session.metadata().entries().get("team").map(String::as_str), Some("search"));
+        assert_eq!(found.secret.expose(), "sk-openai-prod");
+    }
+
+    pub async fn find_reports_a_digest_never_stored_as_missing(h: Harness) {
+        h.issue("openai", None, 60).await;
+        assert!(is_missing(&h.find(&Token::generate().unwrap().digest()).await));
+    }
+
+    pub async fn insert_refuses_a_digest_already_stored_even_when_revoked(h: Harness) {
+        let (digest, original) = h.issue("openai", None, 60).await;
+        let again = h.store.insert(digest, h.grant("other", None, 60)).await;
+        assert_eq!(again.unwrap_err(), StoreError::Conflict);
+        assert_eq!(h.active(&digest).await.session, original, "a conflict must not overwrite");
+        assert!(h.store.revoke(&digest).await.unwrap());
+        let after_revoke = h.store.insert(digest, h.grant("openai", None, 60)).await;
+        assert_eq!(after_revoke.unwrap_err(), StoreError::Conflict);
+        assert!(is_revoked(&h.find(&digest).await));
+    }
+
+    pub async fn revoke_leaves_a_tombstone_and_reports_only_the_first_revocation(h: Harness) {
+        let (digest, _) = h.issue("openai", None, 60).await;
+        let (other, _) = h.issue("openai", None, 60).await;
+        assert!(h.store.revoke(&digest).await.unwrap());
+        assert!(is_revoked(&h.find(&digest).await));
+        assert!(!h.store.revoke(&digest).await.unwrap());
+        assert!(is_revoked(&h.find(&digest).await));
+        h.active(&other).await;
+    }
+
+    pub async fn revoke_of_a_digest_never_stored_returns_false(h: Harness) {
+        let digest = Token::generate().unwrap().digest();
+        assert!(!h.store.revoke(&digest).await.unwrap());
+        assert!(is_missing(&h.find(&digest).await), "revoking nothing must not create a tombstone");
+    }
+
+    pub async fn revoke_by_id_revokes_once_and_ignores_unknown_ids(h: Harness) {
+        let (digest, session) = h.issue("openai", None, 60).await;
+        let (other, _) = h.issue("openai", None, 60).await;
+        assert!(!h.store.revoke_by_id(SessionId::new_random()).await.unwrap());
+        assert!(h.store.revoke_by_id(session.id()).await.unwrap());
+        assert!(is_revoked(&h.find(&digest).await));
+        assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
+        h.active(&other).await;
+    }
+
+    pub async fn revoke_matching_a_secret_ref_counts_exactly_its_active_sessions(h: Harness) {
+        let f = Fixture::stored_in(&h).await;
+        let target = RevocationTarget::SecretRef(SecretRef::parse("openai").unwrap());
+        assert_eq!(h.store.revoke_matching(&target).await.unwrap(), 2);
+        assert!(is_revoked(&h.find(&f.openai_alice.0).await));
+        assert!(is_revoked(&h.find(&f.openai_bob.0).await));
+        assert!(is_revoked(&h.find(&f.revoked_openai_alice.0).await));
+        h.active(&f.anthropic_alice.0).await;
+        assert_eq!(h.store.revoke_matching(&target).await.unwrap(), 0);
+        let unknown = RevocationTarget::SecretRef(SecretRef::parse("mistral").unwrap());
+        assert_eq!(h.store.revoke_matching(&unknown).await.unwrap(), 0);
+    }
+
+    pub async fn revoke_matching_a_subject_counts_exactly_its_active_sessions(h: Harness) {
+        let f = Fixture::stored_in(&h).await;
+        let anonymous = h.issue("openai", None, 600).await;
+        let target = RevocationTarget::Subject(Subject::parse("alice").unwrap());
+        assert_eq!(h.store.revoke_matching(&target).await.unwrap(), 2);
+        assert!(is_revoked(&h.find(&f.openai_alice.0).await));
+        assert!(is_revoked(&h.find(&f.anthropic_alice.0).await));
+        h.active(&f.openai_bob.0).await;
+        h.active(&anonymous.0).await;
+        assert_eq!(h.store.revoke_matching(&target).await.unwrap(), 0);
+    }
+
+    pub async fn list_applies_each_filter_and_the_limit_and_skips_revoked_sessions(h: Harness) {
+        let f = Fixture::stored_in(&h).await;
+        let openai = Some(SecretRef::parse("openai").unwrap());
+        let alice = Some(Subject::parse("alice").unwrap());
+        let list = |secret_ref: Option<SecretRef>, subject: Option<Subject>, limit| {
+            let store = Arc::clone(&h.store);
+            async move { store.list(&SessionFilter { secret_ref, subject }, limit).await.unwrap() }
+        };
+        let all = [&f.openai_alice.1, &f.openai_bob.1, &f.anthropic_alice.1];
+        let all_ids: BTreeSet<_> = all.iter().map(|s| s.id()).collect();
+
+        let everything = list(None, None, 100).await;
+        assert_eq!(ids(&everything), all_ids);
+        assert_eq!(everything.len(), 3);
+        let found = everything.iter().find(|s| s.id() == f.openai_bob.1.id()).unwrap();
+        assert_eq!(found, &f.openai_bob.1, "listed sessions carry all their fields");
+
+        let by_secret = list(openai.clone(), None, 100).await;
+        assert_eq!(ids(&by_secret), BTreeSet::from([f.openai_alice.1.id(), f.openai_bob.1.id()]));
+        let by_subject = list(None, alice.clone(), 100).await;
+        assert_eq!(ids(&by_subject), BTreeSet::from([f.openai_alice.1.id(), f.anthropic_alice.1.id()]));
+        let by_both = list(openai, alice, 100).await;
+        assert_eq!(ids(&by_both), BTreeSet::from([f.openai_alice.1.id()]));
+
+        let limited = list(None, None, 2).await;
+        assert_eq!(limited.len(), 2);
+        assert!(ids(&limited).is_subset(&all_ids));
+        assert!(list(None, None, 0).await.is_empty());
+        assert!(list(Some(SecretRef::parse("mistral").unwrap()), None, 100).await.is_empty());
+    }
+
+    pub async fn extend_moves_expires_at_and_keeps_everything_else(h: Harness) {
+        let (digest, session) = h.issue("openai", Some("alice"), 60).await;
+        let Lookup::Active(extended) = h.store.extend(&digest, h.at(90)).await.unwrap() else {
+            panic!("extending an active session must return it");
+        };
+        assert_eq!(extended.session.expires_at(), h.at(90));
+        assert_eq!(extended.secret.expose(), "sk-openai");
+        let found = h.active(&digest).await.session;
+        assert_eq!(found.expires_at(), h.at(90));
+        assert_eq!(found.id(), session.id());
+        assert_eq!(found.issued_at(), session.issued_at());
+        assert_eq!(found.ttl(), session.ttl());
+        assert_eq!(found.subject(), session.subject());
+        assert_eq!(found.metadata(), session.metadata());
+    }
+
+    pub async fn extend_never_resurrects_a_revoked_or_missing_session(h: Harness) {
+        let (revoked, _) = h.issue("openai", None, 60).await;
+        assert!(h.store.revoke(&revoked).await.unwrap());
+        assert!(is_revoked(&h.store.extend(&revoked, h.at(600)).await.unwrap()));
+        assert!(is_revoked(&h.find(&revoked).await));
+
+        let never = Token::generate().unwrap().digest();
+        assert!(is_missing(&h.store.extend(&never, h.at(600)).await.unwrap()));
+        assert!(is_missing(&h.find(&never).await));
+
+        let (expired, _) = h.issue("openai", None, 60).await;
+        h.advance(60).await;
+        assert!(is_missing(&h.store.extend(&expired, h.at(600)).await.unwrap()));
+        assert!(is_missing(&h.find(&expired).await));
+    }
+
+    pub async fn a_session_is_missing_once_its_expiry_has_passed_and_the_store_caught_up(h: Harness) {
+        let (digest, session) = h.issue("openai", None, 60).await;
+        let (longer, _) = h.issue("openai", None, 120).await;
+        h.advance(59).await;
+        h.active(&digest).await;
+        h.advance(1).await; // exactly expires_at: expired (the boundary is inclusive)
+        assert!(is_missing(&h.find(&digest).await));
+        assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
+        h.active(&longer).await;
+    }
+
+    pub async fn a_tombstone_lasts_until_the_original_expiry_then_disappears(h: Harness) {
+        let (digest, session) = h.issue("openai", None, 60).await;
+        assert!(h.store.revoke(&digest).await.unwrap());
+        h.advance(59).await;
+        assert!(is_revoked(&h.find(&digest).await));
+        h.advance(1).await;
+        assert!(is_missing(&h.find(&digest).await));
+        assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
+        assert!(!h.store.revoke(&digest).await.unwrap());
+    }
+
+    pub async fn an_extended_session_outlives_its_original_expiry(h: Harness) {
+        let (digest, _) = h.issue("openai", None, 60).await;
+        h.store.extend(&digest, h.at(120)).await.unwrap();
+        h.advance(60).await;
+        assert_eq!(h.active(&digest).await.session.expires_at(), h.now() + Duration::from_secs(60));
+        h.advance(60).await;
+        assert!(is_missing(&h.find(&digest).await));
+    }
+
+    pub async fn ping_answers(h: Harness) {
+        h.store.ping().await.unwrap();
+    }
+}
+
+/// Expands each contract test into a `#[tokio::test]` that runs it on a fresh `harness()`.
+macro_rules! contract_tests {
+    ($($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                contract::$test(harness().await).await;
+            }
+        )*
+    };
+}
+
+/// The whole suite for one backend: `store_contract_suite!(name, |clock| async move { Backend { .. } })`.
+macro_rules! store_contract_suite {
+    ($backend:ident, $factory:expr) => {
+        mod $backend {
+            use super::*;
+
+            async fn harness() -> Harness {
+                Harness::start($factory).await
+            }
+
+            contract_tests!(
+                insert_then_find_returns_the_session_and_its_secret,
+                find_reports_a_digest_never_stored_as_missing,
+                insert_refuses_a_digest_already_stored_even_when_revoked,
+                revoke_leaves_a_tombstone_and_reports_only_the_first_revocation,
+                revoke_of_a_digest_never_stored_returns_false,
+                revoke_by_id_revokes_once_and_ignores_unknown_ids,
+                revoke_matching_a_secret_ref_counts_exactly_its_active_sessions,
+                revoke_matching_a_subject_counts_exactly_its_active_sessions,
+                list_applies_each_filter_and_the_limit_and_skips_revoked_sessions,
+                extend_moves_expires_at_and_keeps_everything_else,
+                extend_never_resurrects_a_revoked_or_missing_session,
+                a_session_is_missing_once_its_expiry_has_passed_and_the_store_caught_up,
+                a_tombstone_lasts_until_the_original_expiry_then_disappears,
+                an_extended_session_outlives_its_original_expiry,
+                ping_answers,
+            );
+        }
+    };
+}
+
+store_contract_suite!(memory, |clock| async move {
+    let store = Arc::new(InMemorySessionStore::new(clock));
+    let purger = Arc::clone(&store);
+    Backend {
+        store,
+        settle: Box::new(move || {
+            purger.purge_expired();
+            Box::pin(async {})
+        }),
+    }
+});

@@ -1,0 +1,529 @@
+//! Configuration: defaults, overridden by a TOML file, overridden by `SIDEKEY_*` environment variables,
+//! overridden by flags (clap reads the last two; figment layers them over the file).
+//!
+//! The file's key names are the contract's (`../shared/CONTRACT.md`, "Configuration file"); every key has a
+//! default, so an empty file, or none, is valid. Unknown keys are refused, so a typo fails at start-up
+//! instead of silently running with a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+use sidekey_domain::SessionPolicy;
+
+/// A configured secret (admin token, shared secrets): `Debug` is redacted so the configuration can be
+/// logged whole.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`SIDEKEY_LISTEN`).
+    pub listen: String,
+    /// Session lifetimes.
+    pub session: SessionConfig,
+    /// Where sessions live.
+    pub store: StoreConfig,
+    /// Where real keys come from.
+    pub secrets: SecretsConfig,
+    /// The bridge (read by `sidekey bridge`; by `serve` to check replies).
+    pub bridge: BridgeConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Caller authentication.
+    pub auth: AuthConfig,
+    /// The user directory (Better Auth's tables).
+    pub directory: DirectoryConfig,
+    /// Proxied upstreams.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// CORS for browser frontends.
+    pub cors: CorsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTP limits.
+    pub http: HttpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            session: SessionConfig::default(),
+            store: StoreConfig::default(),
+            secrets: SecretsConfig::default(),
+            bridge: BridgeConfig::default(),
+            admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
+            directory: DirectoryConfig::default(),
+            upstreams: Vec::new(),
+            cors: CorsConfig::default(),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct SessionConfig {
+    pub default_ttl_seconds: u64,
+    pub min_ttl_seconds: u64,
+    pub max_ttl_seconds: u64,
+    pub max_lifetime_seconds: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let policy = SessionPolicy::DEFAULT;
+        Self {
+            default_ttl_seconds: policy.default_ttl().as_secs(),
+            min_ttl_seconds: 1,
+            max_ttl_seconds: 86_400,
+            max_lifetime_seconds: policy.max_lifetime().as_secs(),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct StoreConfig {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: "memory".to_owned(), prefix: "sidekey".to_owned() }
+    }
+}
+
+/// `[secrets]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct SecretsConfig {
+    pub source: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self { source: "env".to_owned(), timeout_ms: 5000 }
+    }
+}
+
+/// `[bridge]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct BridgeConfig {
+    pub source: String,
+    pub secret: Option<Secret>,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self { source: "env".to_owned(), secret: None }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct AdminConfig {
+    pub token: Option<Secret>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct AuthConfig {
+    pub mode: String,
+    pub jwks_url: Option<String>,
+    pub hs256_secret: Option<Secret>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_seconds: u64,
+    pub better_auth_secret: Option<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: "none".to_owned(),
+            jwks_url: None,
+            hs256_secret: None,
+            issuer: None,
+            audience: None,
+            leeway_seconds: 30,
+            better_auth_secret: None,
+        }
+    }
+}
+
+/// `[directory]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DirectoryConfig {
+    pub url: Option<String>,
+}
+
+/// `[[upstreams]]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub base_url: String,
+    pub allowed_secret_key_ids: Vec<String>,
+    pub credential_header: Option<String>,
+    pub credential_scheme: Option<String>,
+}
+
+/// `[cors]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json` (`SIDEKEY_LOG_FORMAT`).
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,sidekey::audit=info,poem=warn` (`SIDEKEY_LOG`).
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, filter: "info".to_owned() }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest JSON request body, in bytes (default 16 KiB).
+    pub body_limit_bytes: usize,
+    /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 16 * 1024, shutdown_grace_seconds: 30 }
+    }
+}
+
+/// Values from the environment and the command line, each overriding the file when set.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SIDEKEY_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "SessionOverrides::is_empty")]
+    pub session: SessionOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "StoreOverrides::is_empty")]
+    pub store: StoreOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "SecretsOverrides::is_empty")]
+    pub secrets: SecretsOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "LogOverrides::is_empty")]
+    pub log: LogOverrides,
+    /// The admin token is read from the environment only (`SIDEKEY_ADMIN_TOKEN`): a flag would show it to
+    /// every user of `ps`.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "AdminOverrides::is_empty")]
+    pub admin: AdminOverrides,
+}
+
+/// Session overrides.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct SessionOverrides {
+    /// Default session TTL in seconds [default: 3600].
+    #[arg(long = "default-ttl", env = "SIDEKEY_DEFAULT_TTL")]
+    #[serde(rename = "default_ttl_seconds", skip_serializing_if = "Option::is_none")]
+    pub default_ttl: Option<u64>,
+    /// Shortest TTL a client may ask for, in seconds [default: 1].
+    #[arg(long = "min-ttl", env = "SIDEKEY_MIN_TTL")]
+    #[serde(rename = "min_ttl_seconds", skip_serializing_if = "Option::is_none")]
+    pub min_ttl: Option<u64>,
+    /// Longest TTL a client may ask for, in seconds [default: 86400].
+    #[arg(long = "max-ttl", env = "SIDEKEY_MAX_TTL")]
+    #[serde(rename = "max_ttl_seconds", skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<u64>,
+    /// Refreshes never extend a session past issued_at + this, in seconds [default: 86400].
+    #[arg(long = "max-lifetime", env = "SIDEKEY_MAX_LIFETIME")]
+    #[serde(rename = "max_lifetime_seconds", skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<u64>,
+}
+
+/// Store overrides.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct StoreOverrides {
+    /// Session store: `memory` [default: memory].
+    #[arg(long = "store", env = "SIDEKEY_STORE")]
+    #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// Secret source overrides.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct SecretsOverrides {
+    /// Secret source: `env` (SIDEKEY_SECRET_<ID>) or `file:DIR` [default: env].
+    #[arg(long = "secrets", env = "SIDEKEY_SECRETS")]
+    #[serde(rename = "source", skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<String>,
+}
+
+/// Log overrides.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct LogOverrides {
+    /// Log format: human or json [default: human].
+    #[arg(long = "log-format", env = "SIDEKEY_LOG_FORMAT")]
+    #[serde(rename = "format", skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `debug,hyper=info` [default: info].
+    #[arg(long = "log", env = "SIDEKEY_LOG")]
+    #[serde(rename = "filter", skip_serializing_if = "Option::is_none")]
+    pub log_filter: Option<String>,
+}
+
+/// Admin overrides.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdminOverrides {
+    /// `SIDEKEY_ADMIN_TOKEN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+}
+
+macro_rules! all_none {
+    ($($ty:ident { $($field:ident),+ }),+ $(,)?) => {
+        $(impl $ty {
+            fn is_empty(&self) -> bool {
+                $(self.$field.is_none())&&+
+            }
+        })+
+    };
+}
+all_none!(
+    SessionOverrides { default_ttl, min_ttl, max_ttl, max_lifetime },
+    StoreOverrides { store },
+    SecretsOverrides { secrets },
+    LogOverrides { log_format, log_filter },
+    AdminOverrides { token },
+);
+
+impl Overrides {
+    /// Fills what clap cannot read (environment-only settings).
+    pub fn with_environment(mut self) -> Self {
+        if let Ok(token) = std::env::var("SIDEKEY_ADMIN_TOKEN")
+            && !token.is_empty()
+        {
+            self.admin.token = Some(Secret(token));
+        }
+        self
+    }
+}
+
+/// Loads the configuration: defaults, then `file` (which must exist if given), then `overrides`.
+///
+/// # Errors
+/// When the file cannot be read or parsed, or a value has the wrong type or an unknown key.
+pub fn load(file: Option<&PathBuf>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            bail!("configuration file {} does not exist", path.display());
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Serialized::defaults(overrides));
+    figment.extract().context("invalid configuration")
+}
+
+impl Config {
+    /// The session policy these settings describe.
+    ///
+    /// # Errors
+    /// When the bounds contradict each other.
+    pub fn session_policy(&self) -> anyhow::Result<SessionPolicy> {
+        let s = &self.session;
+        SessionPolicy::from_seconds(
+            s.default_ttl_seconds,
+            s.min_ttl_seconds,
+            s.max_ttl_seconds,
+            s.max_lifetime_seconds,
+        )
+        .context("invalid [session] settings")
+    }
+
+    /// The listen address.
+    ///
+    /// # Errors
+    /// When `listen` is not `HOST:PORT` with an IP host.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen.parse().with_context(|| format!("listen = {:?} is not an IP:port address", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(content: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "sidekey-config-{}-{}.toml",
+            std::process::id(),
+            content.len()
+        ));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn no_file_gives_the_contract_defaults() {
+        let config = load(None, &Overrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.session.default_ttl_seconds, 3600);
+        assert_eq!(config.store.url, "memory");
+        assert_eq!(config.secrets.source, "env");
+        assert_eq!(config.secrets.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn an_empty_file_is_valid_and_the_contract_example_parses() {
+        assert_eq!(load(Some(&write("")), &Overrides::default()).unwrap(), Config::default());
+        let example = r#"
+listen = "127.0.0.1:9000"
+[session]
+default_ttl_seconds = 600
+min_ttl_seconds = 1
+max_ttl_seconds = 7200
+max_lifetime_seconds = 86400
+[store]
+url = "memory"
+prefix = "sidekey"
+[secrets]
+source = "env"
+timeout_ms = 5000
+[bridge]
+source = "env"
+secret = "bridge-secret"
+[admin]
+token = "admin-secret"
+[auth]
+mode = "none"
+jwks_url = "http://127.0.0.1:3000/api/auth/jwks"
+hs256_secret = "hs"
+issuer = "http://127.0.0.1:3000"
+audience = "http://127.0.0.1:3000"
+leeway_seconds = 30
+better_auth_secret = "ba"
+[directory]
+url = "postgres://postgres@127.0.0.1:5432/app"
+[[upstreams]]
+name = "openai"
+base_url = "https://api.openai.com"
+allowed_secret_key_ids = ["openai-*"]
+credential_header = "authorization"
+credential_scheme = "Bearer"
+[cors]
+allowed_origins = ["http://localhost:3000"]
+"#;
+        let config = load(Some(&write(example)), &Overrides::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000");
+        assert_eq!(config.session.default_ttl_seconds, 600);
+        assert_eq!(config.admin.token.as_ref().unwrap().expose(), "admin-secret");
+        assert_eq!(config.upstreams[0].allowed_secret_key_ids, ["openai-*"]);
+        let printed = format!("{config:?}");
+        for secret in ["admin-secret", "bridge-secret", "\"hs\"", "\"ba\""] {
+            assert!(!printed.contains(secret), "Debug shows {secret}: {printed}");
+        }
+    }
+
+    #[test]
+    fn overrides_beat_the_file_and_unset_overrides_do_not() {
+        let file = write(
+            "listen = \"127.0.0.1:9001\"\n[session]\ndefault_ttl_seconds = 900\nmax_ttl_seconds = 1000\n",
+        );
+        let overrides = Overrides {
+            session: SessionOverrides { default_ttl: Some(120), ..Default::default() },
+            ..Default::default()
+        };
+        let config = load(Some(&file), &overrides).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9001");
+        assert_eq!(config.session.default_ttl_seconds, 120);
+        assert_eq!(config.session.max_ttl_seconds, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_missing_files_are_refused() {
+        assert!(load(Some(&write("listne = \"x\"\n")), &Overrides::default()).is_err());
+        assert!(
+            load(Some(&write("[session]\ndefault_ttl_seconds = \"long\"\n")), &Overrides::default()).is_err()
+        );
+        assert!(load(Some(&PathBuf::from("/nonexistent/sidekey.toml")), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn contradictory_session_bounds_are_refused() {
+        let mut config = Config::default();
+        config.session.default_ttl_seconds = 100_000;
+        assert!(config.session_policy().is_err());
+        assert!(Config::default().session_policy().is_ok());
+    }
+}

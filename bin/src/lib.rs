@@ -1,0 +1,168 @@
+//! The `sidekey` binary's library: configuration, wiring of adapters to use cases, and the server.
+//!
+//! The composition root: the only crate that knows every adapter, installs the tracing subscriber and
+//! the metrics recorder, and uses `anyhow`. The end-to-end tests start the real server through [`spawn`].
+//!
+//! # Layout
+//! - [`config`]: the layered configuration (defaults ← TOML ← `SIDEKEY_*` ← flags).
+//! - [`telemetry`]: the tracing subscriber (human or JSON) and the Prometheus recorder.
+//! - this file: [`build`] turns a configuration into the HTTP application; [`spawn`] and [`serve`] run it.
+
+pub mod config;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::{Endpoint, Server};
+use sidekey_adapters::http::{self, AdminCredential, HttpSettings, HttpState, MetricsRenderer};
+use sidekey_adapters::{EnvSecretSource, FileSecretSource, InMemorySessionStore, SystemClock};
+use sidekey_application::{SecretSource, SessionService, SessionStore};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+/// Builds the HTTP application a configuration describes. Must run inside a Tokio runtime (the memory
+/// store starts its purge task).
+///
+/// # Errors
+/// When the configuration asks for something contradictory or not available in this build.
+pub fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<impl Endpoint + 'static> {
+    let policy = config.session_policy()?;
+    let clock = Arc::new(SystemClock);
+    let store: Arc<dyn SessionStore> = match config.store.url.as_str() {
+        "memory" => Arc::new(InMemorySessionStore::new(clock.clone())),
+        other => bail!("store.url = {other:?} is not supported by this build (use \"memory\")"),
+    };
+    let secrets: Arc<dyn SecretSource> = match config.secrets.source.as_str() {
+        "env" => Arc::new(EnvSecretSource),
+        source if source.starts_with("file:") => Arc::new(FileSecretSource::new(&source["file:".len()..])),
+        other => {
+            bail!("secrets.source = {other:?} is not supported by this build (use \"env\" or \"file:DIR\")")
+        }
+    };
+    if config.auth.mode != "none" {
+        // Fail closed: running without the caller check that the operator asked for would let anyone in.
+        bail!("auth.mode = {:?} is not supported by this build (use \"none\")", config.auth.mode);
+    }
+    if !config.upstreams.is_empty() {
+        tracing::warn!(
+            count = config.upstreams.len(),
+            "[[upstreams]] are configured but this build has no proxy"
+        );
+    }
+    let sessions = Arc::new(SessionService::new(store, secrets, clock, policy));
+    let state = Arc::new(HttpState {
+        sessions,
+        admin: config.admin.token.as_ref().map(|token| AdminCredential::new(token.expose())),
+        metrics,
+    });
+    Ok(http::app(state, HttpSettings { body_limit: config.http.body_limit_bytes }))
+}
+
+/// A server started by [`spawn`].
+pub struct RunningServer {
+    /// The address it listens on (the real port when the configuration said port 0).
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// The base URL, e.g. `http://127.0.0.1:39123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    ///
+    /// # Errors
+    /// When the server failed.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.context("server task panicked")?.context("server failed")
+    }
+}
+
+/// Starts the server in the background on `config.listen` (port 0 picks a free port).
+///
+/// # Errors
+/// When the configuration is invalid or the address cannot be bound.
+pub async fn spawn(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<RunningServer> {
+    let app = build(config, metrics)?;
+    let addr = config.listen_addr()?;
+    let acceptor =
+        TcpListener::bind(addr).into_acceptor().await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = acceptor
+        .local_addr()
+        .into_iter()
+        .find_map(|addr| addr.as_socket_addr().copied())
+        .context("the listener has no TCP address")?;
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let grace = Duration::from_secs(config.http.shutdown_grace_seconds);
+    let task = tokio::spawn(async move {
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                app,
+                async move {
+                    let _ = signal.await;
+                },
+                Some(grace),
+            )
+            .await
+    });
+    Ok(RunningServer { addr: local, shutdown: Some(shutdown), task })
+}
+
+/// Runs the server until `stop` completes, then shuts down gracefully.
+///
+/// # Errors
+/// When the server cannot start or fails.
+pub async fn serve(
+    config: &Config,
+    metrics: Option<MetricsRenderer>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = spawn(config, metrics).await?;
+    tracing::info!(
+        addr = %server.addr,
+        store = %config.store.url,
+        secrets = %config.secrets.source,
+        admin_api = config.admin.token.is_some(),
+        "sidekey is listening"
+    );
+    stop.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
