@@ -10,17 +10,18 @@
 //! - **`sessions`**: `DashMap<TokenDigest, Stored>`, the primary map. DashMap shards its table behind
 //!   one read-write lock per shard, so concurrent [`find`](SessionStore::find)s on different tokens never
 //!   meet on a lock, and a writer blocks only the shard it writes to. `find` touches nothing else: no
-//!   global mutex, no clock, no index. A `Stored` is either an active [`Grant`] or a revocation
-//!   `Tombstone`: the port demands [`Lookup::Revoked`] until the session's original `expires_at`, so a
-//!   revoked session cannot simply be removed. The tombstone drops the grant, and with it this session's
-//!   reference to the real key.
+//!   global mutex, no clock, no index. A [`Stored`] is either an active [`Grant`] or a [`Tombstone`]
+//!   saying how the session ended (revoked or expired): the port asks stores to tell a client why its
+//!   token stopped working for [`ENDED_SESSION_RETENTION`] after its expiry. The tombstone drops the
+//!   grant, and with it this session's reference to the real key, the moment the session ends.
 //! - **`ids`**: `DashMap<SessionId, TokenDigest>`, because admins revoke by session id and the primary
 //!   map is keyed by digest. It lives exactly as long as the primary entry (inserted on insert, removed
 //!   on purge), so a tombstone's id still leads to the tombstone and a second revocation answers `false`.
 //! - **`deadlines`**: `Mutex<BTreeSet<(SystemTime, TokenDigest)>>`, expiry as data (the mini-redis
 //!   design). Ordered by time, so the purge finds what expired by popping the front instead of scanning
 //!   every session. Only writers (insert, extend) and the purge take its mutex, never `find`. Each
-//!   entry's own `expires_at` is the authority; the index is a schedule that may hold a stale deadline
+//!   entry's own due time ([`Stored::due_at`]: an active session's expiry, a tombstone's expiry plus
+//!   the retention) is the authority; the index is a schedule that may hold a stale deadline
 //!   for a moment (see `Shared::purge_batch`) but holds every stored entry's current one from the moment
 //!   the write that set it returns.
 //! - **One purge task**, woken by a [`Notify`] when a deadline earlier than all others is scheduled, and
@@ -50,7 +51,9 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use metrics::Gauge;
-use sidekey_application::{Clock, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError};
+use sidekey_application::{
+    Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
+};
 use sidekey_domain::{Session, SessionId, SessionParts, TokenDigest};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -65,6 +68,14 @@ pub const MAX_PURGE_SLEEP: Duration = Duration::from_secs(1);
 /// a fraction of a millisecond for the index while a million sessions expire, large enough that the
 /// lock is not taken once per session.
 const PURGE_BATCH: usize = 4096;
+
+/// What one purge batch did.
+struct PurgeBatch {
+    /// Deadlines taken from the index: a full batch means more may be due.
+    popped: usize,
+    /// Tombstones removed from the maps (their memory given back).
+    forgotten: usize,
+}
 
 /// Capacity below which a map is not worth shrinking: a few hundred KiB at most, and shrinking it would
 /// only make the next inserts grow it again.
@@ -106,30 +117,49 @@ struct Shared {
 
 /// What the primary map keeps under a digest.
 enum Stored {
-    /// A session that was not revoked (possibly expired and not yet purged).
+    /// A session that has not ended (possibly expired a moment ago and not yet seen by the purge).
     Active(Grant),
-    /// A revoked session, kept until its original expiry so that `find` can say so.
-    Revoked(Tombstone),
+    /// A session that ended, kept without its real key so that `find` can say how.
+    Ended(Tombstone),
 }
 
-/// What remains of a revoked session: enough to purge it on time and to unlink its id.
+/// What remains of an ended session: how it ended, and enough to forget it on time and unlink its id.
 struct Tombstone {
     id: SessionId,
     expires_at: SystemTime,
+    ending: Ending,
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Revoked,
+    Expired,
 }
 
 impl Stored {
-    fn expires_at(&self) -> SystemTime {
-        match self {
-            Self::Active(grant) => grant.session.expires_at(),
-            Self::Revoked(tombstone) => tombstone.expires_at,
-        }
-    }
-
     fn id(&self) -> SessionId {
         match self {
             Self::Active(grant) => grant.session.id(),
-            Self::Revoked(tombstone) => tombstone.id,
+            Self::Ended(tombstone) => tombstone.id,
+        }
+    }
+
+    /// When the purge must next act on this entry: end an active session at its expiry; forget a
+    /// tombstone [`ENDED_SESSION_RETENTION`] after the session's expiry.
+    fn due_at(&self) -> SystemTime {
+        match self {
+            Self::Active(grant) => grant.session.expires_at(),
+            Self::Ended(tombstone) => tombstone.expires_at + ENDED_SESSION_RETENTION,
+        }
+    }
+
+    /// What `find` answers for this entry.
+    fn lookup(&self) -> Lookup {
+        match self {
+            Self::Active(grant) => Lookup::Active(grant.clone()),
+            Self::Ended(Tombstone { ending: Ending::Revoked, .. }) => Lookup::Revoked,
+            Self::Ended(Tombstone { ending: Ending::Expired, .. }) => Lookup::Expired,
         }
     }
 
@@ -175,16 +205,16 @@ impl InMemorySessionStore {
     /// back at a moment of their choosing.
     pub fn purge_expired(&self) -> usize {
         let now = self.shared.clock.now();
-        let mut purged = 0;
+        let mut forgotten = 0;
         loop {
             let batch = self.shared.purge_batch(now);
-            purged += batch;
-            if batch < PURGE_BATCH {
+            forgotten += batch.forgotten;
+            if batch.popped < PURGE_BATCH {
                 break;
             }
         }
-        self.shared.after_purge(purged);
-        purged
+        self.shared.after_purge(forgotten);
+        forgotten
     }
 
     /// Entries stored, tombstones included.
@@ -236,14 +266,17 @@ impl Shared {
         }
     }
 
-    /// Removes up to [`PURGE_BATCH`] entries whose deadline is at or before `now` (the boundary is
-    /// inclusive, as in [`Session::is_expired_at`]); returns how many it removed.
+    /// Acts on up to [`PURGE_BATCH`] deadlines at or before `now` (the boundary is inclusive, as in
+    /// [`Session::is_expired_at`]): an active session whose expiry passed becomes an `Expired`
+    /// tombstone (its real key dropped) due again [`ENDED_SESSION_RETENTION`] later; a tombstone whose
+    /// retention passed is forgotten.
     ///
     /// Deadlines are taken from the index under its lock, and the maps are touched after releasing it,
-    /// so no thread ever holds the index while waiting for a shard. An entry is removed only if its own
-    /// expiry has passed: a refresh may have moved it after the deadline was scheduled, in which case the
-    /// popped deadline was stale and the refresh scheduled the new one.
-    fn purge_batch(&self, now: SystemTime) -> usize {
+    /// so no thread ever holds the index while waiting for a shard. Each entry's own [`Stored::due_at`]
+    /// decides: a refresh may have moved an active session after its deadline was scheduled (the popped
+    /// deadline is stale and the refresh scheduled the new one), and a revocation leaves the old
+    /// deadline in place for the purge to move to the tombstone's.
+    fn purge_batch(&self, now: SystemTime) -> PurgeBatch {
         let mut due = Vec::with_capacity(PURGE_BATCH);
         {
             let mut deadlines = self.deadlines();
@@ -255,23 +288,53 @@ impl Shared {
                 due.push(digest);
             }
         }
-        let mut purged = 0;
-        let mut active = 0u32;
+        let mut batch = PurgeBatch { popped: due.len(), forgotten: 0 };
+        let mut ended = 0u32;
+        let mut later = Vec::new();
         for digest in due {
-            let Some((_, stored)) = self.sessions.remove_if(&digest, |_, stored| stored.expires_at() <= now)
-            else {
+            let forgotten = self
+                .sessions
+                .remove_if(&digest, |_, stored| matches!(stored, Stored::Ended(_)) && stored.due_at() <= now);
+            if let Some((_, stored)) = forgotten {
+                self.ids.remove_if(&stored.id(), |_, linked| *linked == digest);
+                batch.forgotten += 1;
                 continue;
-            };
-            self.ids.remove_if(&stored.id(), |_, linked| *linked == digest);
-            purged += 1;
-            if matches!(stored, Stored::Active(_)) {
-                active += 1;
             }
+            let grant = {
+                let Some(mut stored) = self.sessions.get_mut(&digest) else { continue };
+                match &*stored {
+                    Stored::Active(grant) if grant.session.is_expired_at(now) => {
+                        let tombstone = Tombstone {
+                            id: grant.session.id(),
+                            expires_at: grant.session.expires_at(),
+                            ending: Ending::Expired,
+                        };
+                        let grant = std::mem::replace(&mut *stored, Stored::Ended(tombstone));
+                        later.push((digest, stored.due_at()));
+                        grant
+                    }
+                    // A revocation's tombstone, reached at the session's original expiry.
+                    Stored::Ended(_) => {
+                        later.push((digest, stored.due_at()));
+                        continue;
+                    }
+                    // Refreshed since this deadline was scheduled: the refresh scheduled the new one.
+                    Stored::Active(_) => continue,
+                }
+            };
+            // Dropped after the shard lock is released (zeroing the key is not a reader's wait).
+            drop(grant);
+            ended += 1;
         }
-        if active > 0 {
-            self.live.decrement(f64::from(active));
+        if ended > 0 {
+            self.live.decrement(f64::from(ended));
+            tracing::debug!(ended, "ended expired sessions");
         }
-        purged
+        if !later.is_empty() {
+            let mut deadlines = self.deadlines();
+            deadlines.extend(later.into_iter().map(|(digest, at)| (at, digest)));
+        }
+        batch
     }
 
     /// Releases the maps' spare memory once they hold less than a quarter of what their tables can
@@ -301,8 +364,9 @@ impl Shared {
             let Some(session) = stored.live_at(now) else {
                 return false;
             };
-            let tombstone = Tombstone { id: session.id(), expires_at: session.expires_at() };
-            std::mem::replace(&mut *stored, Stored::Revoked(tombstone))
+            let tombstone =
+                Tombstone { id: session.id(), expires_at: session.expires_at(), ending: Ending::Revoked };
+            std::mem::replace(&mut *stored, Stored::Ended(tombstone))
         };
         // Dropped after the shard lock is released: if this was the last reference to the real key,
         // zeroing it is work that a verification on the same shard need not wait for.
@@ -365,8 +429,8 @@ async fn purge_due(shared: &Weak<Shared>) -> Option<Option<Duration>> {
     let mut purged = 0;
     loop {
         let batch = shared.purge_batch(now);
-        purged += batch;
-        if batch < PURGE_BATCH {
+        purged += batch.forgotten;
+        if batch.popped < PURGE_BATCH {
             break;
         }
         // A million sessions expiring together must not hold this worker thread for the whole purge.
@@ -398,11 +462,7 @@ impl SessionStore for InMemorySessionStore {
 
     async fn find(&self, digest: &TokenDigest) -> Result<Lookup, StoreError> {
         // One shard read lock, one clone of reference counts: nothing else on the verification path.
-        Ok(match self.shared.sessions.get(digest).as_deref() {
-            Some(Stored::Active(grant)) => Lookup::Active(grant.clone()),
-            Some(Stored::Revoked(_)) => Lookup::Revoked,
-            None => Lookup::Missing,
-        })
+        Ok(self.shared.sessions.get(digest).map_or(Lookup::Missing, |stored| stored.lookup()))
     }
 
     async fn extend(&self, digest: &TokenDigest, expires_at: SystemTime) -> Result<Lookup, StoreError> {
@@ -412,13 +472,13 @@ impl SessionStore for InMemorySessionStore {
                 return Ok(Lookup::Missing);
             };
             let grant = match &mut *stored {
-                Stored::Revoked(_) => return Ok(Lookup::Revoked),
+                Stored::Ended(_) => return Ok(stored.lookup()),
                 Stored::Active(grant) => grant,
             };
-            // Expired but not yet purged is purged as far as callers can tell: refreshing it would
-            // resurrect it just because the purge task had not come round yet.
+            // Expired but not yet seen by the purge is expired as far as callers can tell: refreshing it
+            // would resurrect it just because the purge task had not come round yet.
             if grant.session.is_expired_at(now) {
-                return Ok(Lookup::Missing);
+                return Ok(Lookup::Expired);
             }
             let previous = grant.session.expires_at();
             if previous == expires_at {

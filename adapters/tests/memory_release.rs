@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use sidekey_adapters::InMemorySessionStore;
 use sidekey_adapters::memory::LIVE_SESSIONS_GAUGE;
-use sidekey_application::{Clock, Grant, Lookup, SessionStore};
+use sidekey_application::{Clock, ENDED_SESSION_RETENTION, Grant, Lookup, SessionStore};
 use sidekey_domain::{
     Metadata as SessionMetadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Token,
     TokenDigest,
@@ -121,6 +121,14 @@ async fn a_million_expired_sessions_give_their_memory_back() {
     clock.advance(Duration::from_secs(59));
     assert_eq!(store.purge_expired(), 0, "nothing is due one second before expiry");
     clock.advance(Duration::from_secs(1));
+    // At expiry the sessions end: every reference to the real key goes, tombstones stay for the retention.
+    assert_eq!(store.purge_expired(), 0, "ended sessions are remembered for the retention");
+    assert_eq!(gauge.value(), 0.0, "the live gauge must come back to zero");
+    assert_eq!(Arc::strong_count(&secret), 1, "the purge must drop every reference to the key");
+    assert_eq!(store.len() as u64, SESSIONS);
+    let rss_ended = rss_mib();
+
+    clock.advance(ENDED_SESSION_RETENTION);
     let purge_started = Instant::now();
     let purged = store.purge_expired();
     let purge_time = purge_started.elapsed();
@@ -128,15 +136,13 @@ async fn a_million_expired_sessions_give_their_memory_back() {
     let (after_capacity, rss_after) = (store.capacity(), rss_mib());
     println!(
         "{SESSIONS} sessions: capacity peak {peak_capacity}, after purge {after_capacity}; \
-         RSS before {rss_before:.1} MiB, peak {rss_peak:.1} MiB, after purge {rss_after:.1} MiB; \
-         purge took {purge_time:?}, whole test {:?}",
+         RSS before {rss_before:.1} MiB, peak {rss_peak:.1} MiB, once ended {rss_ended:.1} MiB, \
+         after purge {rss_after:.1} MiB; final purge took {purge_time:?}, whole test {:?}",
         started.elapsed()
     );
     assert_eq!(purged as u64, SESSIONS);
     assert_eq!(store.len(), 0);
     assert!(store.is_empty());
-    assert_eq!(gauge.value(), 0.0, "the live gauge must come back to zero");
-    assert_eq!(Arc::strong_count(&secret), 1, "the purge must drop every reference to the key");
     assert!(
         after_capacity < peak_capacity / 8,
         "capacity {after_capacity} after the purge, {peak_capacity} at the peak"
@@ -162,8 +168,11 @@ async fn the_live_gauge_counts_active_sessions_only() {
     assert_eq!(gauge.value(), 2.0, "a tombstone is not a live session");
     assert_eq!(store.len(), 3, "but it is stored");
     clock.advance(Duration::from_secs(60));
-    assert_eq!(store.purge_expired(), 2);
+    assert_eq!(store.purge_expired(), 0, "ended sessions are remembered for the retention");
     assert_eq!(gauge.value(), 1.0);
+    clock.advance(ENDED_SESSION_RETENTION);
+    assert_eq!(store.purge_expired(), 2);
+    assert_eq!(gauge.value(), 0.0, "the 120 s session has ended by now too");
     drop(store);
     assert_eq!(gauge.value(), 0.0, "sessions dropped with the store leave the gauge");
 }
@@ -183,8 +192,14 @@ async fn the_purge_task_removes_expired_sessions_by_itself() {
     clock.advance(Duration::from_secs(60));
 
     let deadline = Instant::now() + Duration::from_secs(3);
+    while !matches!(store.find(&digest).await.unwrap(), Lookup::Expired) {
+        assert!(Instant::now() < deadline, "the purge task did not end the session within 3 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(ENDED_SESSION_RETENTION);
+    let deadline = Instant::now() + Duration::from_secs(3);
     while !store.is_empty() {
-        assert!(Instant::now() < deadline, "the purge task did not purge within 3 s");
+        assert!(Instant::now() < deadline, "the purge task did not forget the session within 3 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(matches!(store.find(&digest).await.unwrap(), Lookup::Missing));

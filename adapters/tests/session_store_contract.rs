@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use sidekey_adapters::InMemorySessionStore;
-use sidekey_application::{Clock, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError};
+use sidekey_application::{
+    Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
+};
 use sidekey_domain::{
     Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
 };
@@ -121,6 +123,15 @@ fn is_revoked(lookup: &Lookup) -> bool {
 
 fn is_missing(lookup: &Lookup) -> bool {
     matches!(lookup, Lookup::Missing)
+}
+
+fn is_expired(lookup: &Lookup) -> bool {
+    matches!(lookup, Lookup::Expired)
+}
+
+/// The retention in whole seconds, for `Harness::advance`.
+fn retention() -> u64 {
+    ENDED_SESSION_RETENTION.as_secs()
 }
 
 fn ids(sessions: &[Session]) -> BTreeSet<SessionId> {
@@ -292,25 +303,36 @@ mod contract {
 
         let (expired, _) = h.issue("openai", None, 60).await;
         h.advance(60).await;
+        assert!(is_expired(&h.store.extend(&expired, h.at(600)).await.unwrap()));
+        assert!(is_expired(&h.find(&expired).await));
+        h.advance(retention()).await;
         assert!(is_missing(&h.store.extend(&expired, h.at(600)).await.unwrap()));
         assert!(is_missing(&h.find(&expired).await));
     }
 
-    pub async fn a_session_is_missing_once_its_expiry_has_passed_and_the_store_caught_up(h: Harness) {
+    pub async fn an_expired_session_is_remembered_as_expired_then_forgotten(h: Harness) {
         let (digest, session) = h.issue("openai", None, 60).await;
         let (longer, _) = h.issue("openai", None, 120).await;
         h.advance(59).await;
         h.active(&digest).await;
         h.advance(1).await; // exactly expires_at: expired (the boundary is inclusive)
-        assert!(is_missing(&h.find(&digest).await));
+        assert!(is_expired(&h.find(&digest).await));
         assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
+        assert!(!h.store.revoke(&digest).await.unwrap());
+        assert!(is_expired(&h.find(&digest).await), "revoking an expired session changes nothing");
         h.active(&longer).await;
+        h.advance(retention() - 1).await;
+        assert!(is_expired(&h.find(&digest).await));
+        h.advance(1).await;
+        assert!(is_missing(&h.find(&digest).await));
     }
 
-    pub async fn a_tombstone_lasts_until_the_original_expiry_then_disappears(h: Harness) {
+    pub async fn a_revocation_is_remembered_until_the_retention_after_the_original_expiry(h: Harness) {
         let (digest, session) = h.issue("openai", None, 60).await;
         assert!(h.store.revoke(&digest).await.unwrap());
-        h.advance(59).await;
+        h.advance(60).await;
+        assert!(is_revoked(&h.find(&digest).await), "still revoked, not expired, at the original expiry");
+        h.advance(retention() - 1).await;
         assert!(is_revoked(&h.find(&digest).await));
         h.advance(1).await;
         assert!(is_missing(&h.find(&digest).await));
@@ -324,7 +346,7 @@ mod contract {
         h.advance(60).await;
         assert_eq!(h.active(&digest).await.session.expires_at(), h.now() + Duration::from_secs(60));
         h.advance(60).await;
-        assert!(is_missing(&h.find(&digest).await));
+        assert!(is_expired(&h.find(&digest).await));
     }
 
     pub async fn ping_answers(h: Harness) {
@@ -366,8 +388,8 @@ macro_rules! store_contract_suite {
                 list_applies_each_filter_and_the_limit_and_skips_revoked_sessions,
                 extend_moves_expires_at_and_keeps_everything_else,
                 extend_never_resurrects_a_revoked_or_missing_session,
-                a_session_is_missing_once_its_expiry_has_passed_and_the_store_caught_up,
-                a_tombstone_lasts_until_the_original_expiry_then_disappears,
+                an_expired_session_is_remembered_as_expired_then_forgotten,
+                a_revocation_is_remembered_until_the_retention_after_the_original_expiry,
                 an_extended_session_outlives_its_original_expiry,
                 ping_answers,
             );

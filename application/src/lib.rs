@@ -14,8 +14,8 @@ pub mod ports;
 pub mod sessions;
 
 pub use ports::{
-    Clock, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore,
-    StoreError,
+    Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError,
+    SessionFilter, SessionStore, StoreError,
 };
 pub use sessions::{
     AdminError, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection, RevokeError,

@@ -23,11 +23,22 @@ pub enum Lookup {
     /// A session that has not been revoked. It may already be past `expires_at`: stores purge lazily,
     /// so callers check [`Session::is_expired_at`] themselves.
     Active(Grant),
-    /// A session that was revoked and whose original expiry has not passed yet.
+    /// A session that was revoked: said until [`ENDED_SESSION_RETENTION`] after its original expiry.
     Revoked,
-    /// No session: never issued, or expired and purged.
+    /// A session that expired and whose real key the store has already dropped: said until
+    /// [`ENDED_SESSION_RETENTION`] after its expiry.
+    Expired,
+    /// No session: never issued, or ended longer than [`ENDED_SESSION_RETENTION`] ago.
     Missing,
 }
+
+/// How long a store remembers that a session ended (revoked or expired) after its expiry, so that a client
+/// still holding the token is told why it stopped working ("expired", "revoked") rather than "unknown".
+///
+/// Five minutes: a client that keeps calling with a stale token notices within that window, and a store
+/// holds at most five minutes' worth of ended sessions in addition to its live ones. The real key is
+/// never part of this memory: it is dropped the moment the session ends.
+pub const ENDED_SESSION_RETENTION: Duration = Duration::from_secs(300);
 
 /// Which sessions an admin listing selects. Both filters set means both must match; none means all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,8 +97,10 @@ pub enum StoreError {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session until its `expires_at`, after which it MUST stop being returned as active
-    /// for long and its memory MUST be released without anyone asking.
+    /// Stores a new session until its `expires_at`. After that it MUST stop being returned as active
+    /// within a moment (its real key dropped), SHOULD be reported as [`Lookup::Expired`] until
+    /// [`ENDED_SESSION_RETENTION`] later, and then MUST be forgotten and its memory released without
+    /// anyone asking.
     ///
     /// # Errors
     /// MUST return [`StoreError::Conflict`] if a session (active or revoked) is stored under `digest`.
@@ -95,14 +108,16 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// What is stored under `digest`.
     ///
-    /// MUST return [`Lookup::Revoked`] for a revoked session until its original `expires_at`, and MAY
-    /// return an expired session as [`Lookup::Active`] (callers check expiry against their clock).
+    /// MUST return [`Lookup::Revoked`] for a revoked session until at least its original `expires_at`
+    /// (SHOULD until [`ENDED_SESSION_RETENTION`] after it), and MAY return an expired session as
+    /// [`Lookup::Active`] for a moment before it becomes [`Lookup::Expired`] (callers check expiry
+    /// against their clock).
     async fn find(&self, digest: &TokenDigest) -> Result<Lookup, StoreError>;
 
     /// Moves an active session's `expires_at` (a refresh) and returns what is stored afterwards.
     ///
-    /// MUST NOT bring back a revoked or purged session: those return [`Lookup::Revoked`] or
-    /// [`Lookup::Missing`] unchanged.
+    /// MUST NOT bring back an ended or purged session: those return [`Lookup::Revoked`],
+    /// [`Lookup::Expired`] or [`Lookup::Missing`] unchanged.
     async fn extend(&self, digest: &TokenDigest, expires_at: SystemTime) -> Result<Lookup, StoreError>;
 
     /// Revokes the session stored under `digest`. Returns whether an active session was revoked.

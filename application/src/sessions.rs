@@ -279,6 +279,9 @@ impl SessionService {
             Lookup::Revoked => {
                 return Err(self.refuse(Rejection::Revoked, Some(&digest), "refresh"));
             }
+            Lookup::Expired => {
+                return Err(self.refuse(Rejection::Expired, Some(&digest), "refresh"));
+            }
             Lookup::Missing => {
                 return Err(self.refuse(Rejection::Unknown, Some(&digest), "refresh"));
             }
@@ -397,6 +400,7 @@ impl SessionService {
             Lookup::Active(grant) if !grant.session.is_expired_at(now) => Ok(grant),
             Lookup::Active(_) => Err(self.refuse(Rejection::Expired, Some(digest), operation)),
             Lookup::Revoked => Err(self.refuse(Rejection::Revoked, Some(digest), operation)),
+            Lookup::Expired => Err(self.refuse(Rejection::Expired, Some(digest), operation)),
             Lookup::Missing => Err(self.refuse(Rejection::Unknown, Some(digest), operation)),
         }
     }

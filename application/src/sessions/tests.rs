@@ -359,6 +359,15 @@ async fn verify_rejects_a_revoked_token() {
 }
 
 #[tokio::test]
+async fn verify_rejects_a_token_the_store_remembers_as_expired() {
+    let service = store_service(store_finding(Lookup::Expired), at(100));
+
+    let error = service.verify(&presented()).await.unwrap_err();
+
+    assert_eq!(error, VerifyError::Rejected(Rejection::Expired));
+}
+
+#[tokio::test]
 async fn verify_rejects_a_token_whose_session_expired_at_exactly_the_boundary() {
     let session = session(0, DEFAULT_TTL);
     let service = store_service(store_finding(Lookup::Active(grant(session))), at(DEFAULT_TTL));
