@@ -79,9 +79,12 @@ impl SecretSource for FileSecretSource {
             Ok(Ok(text)) => SecretValue::new(text).map_err(|error| {
                 SecretSourceError::Failed(format!("secret file {secret_ref} is unusable: {error}"))
             }),
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
-                Err(SecretSourceError::NotFound)
-            }
+            // A missing file is an unknown name, but a missing directory is the operator's fault, not the
+            // client's: the source is broken.
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => match self.ping().await {
+                Ok(()) => Err(SecretSourceError::NotFound),
+                Err(broken) => Err(broken),
+            },
             Ok(Err(error)) => Err(SecretSourceError::Failed(format!(
                 "cannot read secret file {secret_ref}: {}",
                 error.kind()
@@ -130,5 +133,6 @@ mod tests {
         assert!(source.ping().await.is_ok());
         std::fs::remove_dir_all(&directory).unwrap();
         assert!(source.ping().await.is_err());
+        assert!(matches!(source.fetch(&name("openai-prod")).await, Err(SecretSourceError::Failed(_))));
     }
 }

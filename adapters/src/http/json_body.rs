@@ -79,6 +79,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         Err(error) => {
             let path = error.path().to_string();
             let inner = error.into_inner();
+            // serde_json calls a number too large for any type (`1e400`) a syntax error, but the JSON is
+            // well-formed: it is the field's value that is invalid.
+            let out_of_range = inner.to_string().starts_with("number out of range");
             return Err(match inner.classify() {
                 serde_json::error::Category::Data => {
                     // serde's own message names an unknown or missing field; the path names a mistyped one.
@@ -92,6 +95,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
                         format!("{path}: {message}")
                     };
                     ApiError::new(ErrorCode::ValidationFailed, detail)
+                }
+                _ if out_of_range => {
+                    ApiError::new(ErrorCode::ValidationFailed, format!("{path}: number out of range"))
                 }
                 _ => ApiError::new(ErrorCode::InvalidRequest, format!("malformed JSON: {}", inner)),
             });
@@ -137,6 +143,7 @@ mod tests {
             (&br#"{"name":"a","ttl_seconds":"soon"}"#[..], "ttl_seconds"),
             (br#"{"name":"a","ttl_seconds":-5}"#, "ttl_seconds"),
             (br#"{"name":"a","ttl_seconds":1e300}"#, "ttl_seconds"),
+            (br#"{"name":"a","ttl_seconds":1e400}"#, "ttl_seconds"),
             (br#"{"name":"a","ttl_seconds":99999999999999999999999}"#, "ttl_seconds"),
             (br#"{"name":"a","colour":"red"}"#, "colour"),
             (br#"{"ttl_seconds":5}"#, "name"),
