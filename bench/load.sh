@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Loopback HTTP load: sidekey (release build) against nginx answering `return 200` (the machine's ceiling),
+# in one run. Each server is pinned to core 0 with one worker; wrk runs on core 1.
+#
+#   bash bench/load.sh                    # 10 s per measurement
+#   DURATION=30s CONNECTIONS="32 64" bash bench/load.sh
+#
+# Needs: wrk, nginx (Debian packages `wrk`, `nginx`; installed if missing and apt-get is usable), python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-"32 64"}
+SIDEKEY_PORT=${SIDEKEY_PORT:-18480}
+NGINX_PORT=${NGINX_PORT:-18481}
+ROTATING_TOKENS=${ROTATING_TOKENS:-10000}
+SERVER_CORE=0
+LOAD_CORE=1
+
+need() { command -v "$1" >/dev/null 2>&1 || { [ -x "/usr/sbin/$1" ] && return 0; }; }
+if ! need wrk || ! need nginx; then
+  echo "installing wrk and nginx (Debian packages)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p sidekey
+
+wait_for() { # url
+  for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
+  echo "timed out waiting for $1" >&2; return 1
+}
+
+# sidekey: one tokio worker on one core, warn-level logs (an audit line per issue would measure the terminal).
+SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \
+  taskset -c $SERVER_CORE target/release/sidekey serve --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$SIDEKEY_PORT/healthz"
+
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { return 200; }
+  }
+}
+CONF
+taskset -c $SERVER_CORE "$NGINX" -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+wait_for "http://127.0.0.1:$NGINX_PORT/"
+
+# Tokens: one for the single-token run, ROTATING_TOKENS for the rotating run (keep-alive, so this is quick).
+python3 - "$SIDEKEY_PORT" "$ROTATING_TOKENS" "$work/tokens.txt" <<'PY'
+import http.client, json, sys
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conn = http.client.HTTPConnection("127.0.0.1", port)
+with open(path, "w") as out:
+    for _ in range(count):
+        conn.request("POST", "/v1/sessions", body='{"secret_key_id":"bench-key"}',
+                     headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        out.write(json.loads(response.read())["token"] + "\n")
+PY
+TOKEN=$(head -n1 "$work/tokens.txt")
+
+cat >"$work/rotate.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS_FILE")) do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = (i % #tokens) + 1
+  return wrk.format("GET", "/v1/auth/verify", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+cat >"$work/issue.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"secret_key_id":"bench-key"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+# Prints "req/s p50_ms p99_ms non2xx" from wrk's --latency output.
+measure() { # connections url [wrk args...]
+  local connections=$1 url=$2; shift 2
+  taskset -c $LOAD_CORE wrk -t1 -c"$connections" -d"$DURATION" --latency "$@" "$url" >"$work/wrk.out" 2>&1
+  python3 - "$work/wrk.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(label):
+    m = re.search(r"^\s*" + label + r"%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+errors = re.search(r"Socket errors:.*", text)
+print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {bad.group(1) if bad else 0}{' ' + errors.group(0) if errors else ''}")
+PY
+}
+
+printf '%-34s %5s %12s %9s %9s %8s\n' scenario conns req/s p50_ms p99_ms non2xx
+report() { # name connections result...
+  printf '%-34s %5s %12s %9s %9s %8s\n' "$1" "$2" $3 $4 $5 "${6:-0}"
+}
+for c in $CONNECTIONS; do
+  report "nginx return 200" "$c" $(measure "$c" "http://127.0.0.1:$NGINX_PORT/")
+  report "sidekey verify (one token)" "$c" \
+    $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/auth/verify" -H "Authorization: Bearer $TOKEN")
+  report "sidekey verify ($ROTATING_TOKENS tokens)" "$c" \
+    $(TOKENS_FILE="$work/tokens.txt" measure "$c" "http://127.0.0.1:$SIDEKEY_PORT" -s "$work/rotate.lua")
+  report "sidekey issue (POST /v1/sessions)" "$c" \
+    $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/sessions" -s "$work/issue.lua")
+done
+echo "sidekey RSS after the run: $(ps -o rss= -p "${pids[0]}") KiB"

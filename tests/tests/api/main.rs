@@ -1,0 +1,21 @@
+//! The contract (`shared/CONTRACT.md`: Session API, Admin API, Errors, Operations) over real HTTP: one
+//! test binary, a fresh server on `127.0.0.1:0` per test, started by `sidekey_tests::spawn_app`.
+//!
+//! # Layout
+//! - `sessions`: issue, show, refresh, revoke and verify, the happy paths and their response shapes.
+//! - `tokens`: every way a token is refused, on every route that takes one.
+//! - `expiry`: a one-second session, before and after its `expires_at`.
+//! - `bodies`: the JSON body rules: 400, 413, 422, and the unknown secret.
+//! - `admin`: the Admin API, enabled and disabled, and its credential matrix.
+//! - `operations`: `/healthz`, `/readyz`, `/metrics`, `/docs`, unknown routes.
+//! - `openapi`: the committed spec against the served one.
+//! - `shutdown`: graceful shutdown.
+
+mod admin;
+mod bodies;
+mod expiry;
+mod openapi;
+mod operations;
+mod sessions;
+mod shutdown;
+mod tokens;

@@ -1,0 +1,245 @@
+//! The Session API's happy paths: issue, show, refresh, revoke, verify.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sidekey_tests::{
+    OTHER_SECRET_KEY_ID, REVOKED, SECRET_KEY_ID, assert_invalid_token, header, send, spawn_app,
+    spawn_app_with,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Parses an RFC 3339 timestamp the contract says is UTC (`Z`).
+fn utc(value: &Value) -> OffsetDateTime {
+    let text = value.as_str().unwrap_or_else(|| panic!("a timestamp string, got {value}"));
+    assert!(text.ends_with('Z'), "{text} must be UTC with a `Z` suffix");
+    OffsetDateTime::parse(text, &Rfc3339).unwrap_or_else(|error| panic!("{text} is not RFC 3339: {error}"))
+}
+
+fn keys(body: &Value) -> BTreeSet<&str> {
+    body.as_object().expect("a JSON object").keys().map(String::as_str).collect()
+}
+
+fn within(actual: OffsetDateTime, expected: OffsetDateTime, slack: Duration) -> bool {
+    (actual - expected).unsigned_abs() <= slack
+}
+
+#[tokio::test]
+async fn issuing_a_session_answers_201_with_the_contract_shape_and_no_store() {
+    let app = spawn_app().await;
+    let before = OffsetDateTime::now_utc();
+    let response = app.issue(&json!({ "secret_key_id": SECRET_KEY_ID })).await;
+    let after = OffsetDateTime::now_utc();
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(header(&response, "cache-control").as_deref(), Some("no-store"));
+    assert!(header(&response, "content-type").is_some_and(|value| value.starts_with("application/json")));
+    let text = response.text().await.unwrap();
+    assert!(!text.contains(&app.real_key), "the real key is in the issue response: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        keys(&body),
+        BTreeSet::from([
+            "session_id",
+            "token",
+            "token_type",
+            "expires_at",
+            "expires_in",
+            "secret_key_id",
+            "subject"
+        ]),
+        "{body}"
+    );
+    let token = body["token"].as_str().unwrap();
+    assert!(token.starts_with("skt_"), "{token:?} lacks the skt_ prefix");
+    assert_eq!(token.len(), 53, "{token:?}");
+    assert!(sidekey_domain::Token::parse(token).is_ok(), "the issued token does not pass its own checksum");
+    assert!(sidekey_domain::SessionId::parse(body["session_id"].as_str().unwrap()).is_ok(), "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["secret_key_id"], SECRET_KEY_ID);
+    assert_eq!(body["subject"], Value::Null);
+    let expires_at = utc(&body["expires_at"]);
+    let hour = time::Duration::seconds(3600);
+    assert!(
+        expires_at >= before + hour - time::Duration::SECOND
+            && expires_at <= after + hour + time::Duration::SECOND,
+        "expires_at {expires_at} is not about an hour after {before}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_issue_gets_a_fresh_token_and_session_id() {
+    let app = spawn_app().await;
+    let first = app.issue_token(SECRET_KEY_ID, None).await;
+    let second = app.issue_token(SECRET_KEY_ID, None).await;
+    assert_ne!(first.token, second.token);
+    assert_ne!(first.session_id, second.session_id);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_requested_ttl_and_metadata_are_kept_and_shown() {
+    let app = spawn_app().await;
+    let response = app
+        .issue(&json!({
+            "secret_key_id": OTHER_SECRET_KEY_ID,
+            "ttl_seconds": 600,
+            "metadata": { "chat": "c-42", "frontend": "web" }
+        }))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["expires_in"], 600);
+    assert_eq!(body["secret_key_id"], OTHER_SECRET_KEY_ID);
+
+    let shown: Value = app.show(body["token"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(shown["metadata"], json!({ "chat": "c-42", "frontend": "web" }));
+    assert_eq!(shown["secret_key_id"], OTHER_SECRET_KEY_ID);
+    let lifetime = utc(&shown["expires_at"]) - utc(&shown["issued_at"]);
+    assert_eq!(lifetime, time::Duration::seconds(600), "{shown}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn showing_a_session_gives_its_fields_but_never_the_token_or_the_real_key() {
+    let app = spawn_app().await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+
+    let response = app.show(&issued.token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control").as_deref(), Some("no-store"));
+    let text = response.text().await.unwrap();
+    for secret in [issued.token.as_str(), &issued.token[4..], app.real_key.as_str()] {
+        assert!(!text.contains(secret), "GET /v1/session shows a secret: {text}");
+    }
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        keys(&body),
+        BTreeSet::from([
+            "session_id",
+            "secret_key_id",
+            "subject",
+            "issued_at",
+            "expires_at",
+            "expires_in",
+            "metadata"
+        ]),
+        "{body}"
+    );
+    assert_eq!(body["session_id"], issued.session_id.as_str());
+    assert_eq!(body["secret_key_id"], SECRET_KEY_ID);
+    assert_eq!(body["subject"], Value::Null);
+    assert_eq!(body["metadata"], json!({}));
+    assert_eq!(body["expires_at"], issued.body["expires_at"]);
+    assert!((3599..=3600).contains(&body["expires_in"].as_u64().unwrap()), "{body}");
+    assert_eq!(utc(&body["expires_at"]) - utc(&body["issued_at"]), time::Duration::seconds(3600));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn refresh_slides_expires_at_but_never_past_the_maximum_lifetime() {
+    // A 2-second TTL capped at 3 seconds of lifetime: the first refresh slides, the second hits the cap.
+    let app = spawn_app_with(|config| {
+        config.session.default_ttl_seconds = 2;
+        config.session.max_ttl_seconds = 2;
+        config.session.max_lifetime_seconds = 3;
+    })
+    .await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    let shown: Value = app.show(&issued.token).await.json().await.unwrap();
+    let issued_at = utc(&shown["issued_at"]);
+    let first_expiry = utc(&shown["expires_at"]);
+    assert_eq!(first_expiry - issued_at, time::Duration::seconds(2));
+    let cap = issued_at + time::Duration::seconds(3);
+
+    sleep_until(issued_at + time::Duration::milliseconds(500)).await;
+    let refresh_sent = OffsetDateTime::now_utc();
+    let response = app.refresh(&issued.token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control").as_deref(), Some("no-store"));
+    let slid: Value = response.json().await.unwrap();
+    assert!(!slid.to_string().contains(&issued.token), "the refresh answer shows the token");
+    let slid_expiry = utc(&slid["expires_at"]);
+    assert!(slid_expiry > first_expiry, "refresh did not slide: {slid_expiry} <= {first_expiry}");
+    assert!(
+        within(slid_expiry, refresh_sent + time::Duration::seconds(2), Duration::from_millis(300)),
+        "a refresh slides to now + ttl: {slid_expiry} vs sent at {refresh_sent}"
+    );
+    assert_eq!(utc(&slid["issued_at"]), issued_at, "refresh must not move issued_at");
+    assert_eq!(slid["session_id"], issued.session_id.as_str());
+
+    sleep_until(issued_at + time::Duration::milliseconds(1300)).await;
+    let capped: Value = app.refresh(&issued.token).await.json().await.unwrap();
+    assert_eq!(utc(&capped["expires_at"]), cap, "now + ttl would pass issued_at + max_lifetime: {capped}");
+    let shown: Value = app.show(&issued.token).await.json().await.unwrap();
+    assert_eq!(utc(&shown["expires_at"]), cap, "GET /v1/session disagrees with the refresh: {shown}");
+
+    // Past the original expiry and the first refresh's: the store honours the extension.
+    sleep_until(issued_at + time::Duration::milliseconds(2600)).await;
+    let response = app.verify(&issued.token).await;
+    assert_eq!(response.status(), StatusCode::OK, "a refreshed session expired at its old expiry");
+    app.shutdown().await;
+}
+
+async fn sleep_until(instant: OffsetDateTime) {
+    let wait = instant - OffsetDateTime::now_utc();
+    if wait.is_positive() {
+        tokio::time::sleep(wait.unsigned_abs()).await;
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_session_answers_204_and_its_token_is_refused_everywhere_after() {
+    let app = spawn_app().await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    let other = app.issue_token(SECRET_KEY_ID, None).await;
+
+    let response = app.revoke(&issued.token).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.bytes().await.unwrap().is_empty(), "a 204 has no body");
+
+    assert_invalid_token(app.verify(&issued.token).await, REVOKED).await;
+    assert_invalid_token(app.show(&issued.token).await, REVOKED).await;
+    assert_invalid_token(app.refresh(&issued.token).await, REVOKED).await;
+    assert_invalid_token(app.revoke(&issued.token).await, REVOKED).await;
+    let admin = send(app.request(Method::GET, "/v1/admin/sessions", Some(&issued.token))).await;
+    assert_invalid_token(admin, "the admin token is not valid").await;
+
+    // Only that session: another token for the same key still verifies.
+    assert_eq!(app.verify(&other.token).await.status(), StatusCode::OK);
+    let listed: Value = send(app.admin(Method::GET, "/v1/admin/sessions")).await.json().await.unwrap();
+    let ids: Vec<&str> =
+        listed["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [other.session_id.as_str()], "the admin list still shows the revoked session");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn verify_answers_200_with_the_session_headers_and_no_body() {
+    let app = spawn_app().await;
+    let issued = app.issue_token(OTHER_SECRET_KEY_ID, None).await;
+
+    let response = app.verify(&issued.token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-sidekey-session-id"), Some(issued.session_id.clone()));
+    assert_eq!(header(&response, "x-sidekey-secret-key-id").as_deref(), Some(OTHER_SECRET_KEY_ID));
+    // The subject header appears only when the subject is known; without caller authentication it is not.
+    assert_eq!(header(&response, "x-sidekey-subject"), None);
+    for (name, value) in response.headers() {
+        let value = value.to_str().unwrap_or_default();
+        assert!(
+            !value.contains(&app.other_real_key) && !value.contains(&issued.token),
+            "header {name} carries a secret"
+        );
+    }
+    assert!(response.bytes().await.unwrap().is_empty(), "verify must have no body");
+
+    // Verifying is read-only: the token keeps working.
+    assert_eq!(app.verify(&issued.token).await.status(), StatusCode::OK);
+    app.shutdown().await;
+}
