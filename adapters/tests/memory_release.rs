@@ -4,14 +4,14 @@
 //! `cargo test --release -p sidekey-adapters --test memory_release -- --nocapture`
 //! (`--nocapture` shows the capacity and RSS figures it prints).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use sidekey_adapters::InMemorySessionStore;
 use sidekey_adapters::memory::LIVE_SESSIONS_GAUGE;
-use sidekey_application::{Clock, ENDED_SESSION_RETENTION, Grant, Lookup, SessionStore};
+use sidekey_application::{ENDED_SESSION_RETENTION, Grant, Lookup, SessionStore};
 use sidekey_domain::{
     Metadata as SessionMetadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Token,
     TokenDigest,
@@ -21,24 +21,9 @@ use sidekey_domain::{
 /// takes about 13 s on two cores, so debug builds need no smaller number.
 const SESSIONS: u64 = 1_000_000;
 
-/// A clock that moves only when a test says so.
-struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    fn starting_at(now: SystemTime) -> Self {
-        Self(Mutex::new(now))
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+#[path = "support/manual_clock.rs"]
+mod manual_clock;
+use manual_clock::ManualClock;
 
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sidekey_adapters::InMemorySessionStore;
@@ -18,24 +18,9 @@ use sidekey_domain::{
     Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
 };
 
-/// A clock that moves only when a test says so.
-struct ManualClock(Mutex<SystemTime>);
-
-impl ManualClock {
-    fn starting_at(now: SystemTime) -> Self {
-        Self(Mutex::new(now))
-    }
-
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+#[path = "support/manual_clock.rs"]
+mod manual_clock;
+use manual_clock::ManualClock;
 
 /// 2027-01-15: a fixed, recent instant, so failures print readable times.
 const T0: Duration = Duration::from_secs(1_800_000_000);
