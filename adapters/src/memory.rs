@@ -54,7 +54,7 @@ use metrics::Gauge;
 use sidekey_application::{
     Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
 };
-use sidekey_domain::{Session, SessionId, SessionParts, TokenDigest};
+use sidekey_domain::{Session, SessionId, SessionParts, TokenDigest, TokenKeys};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
@@ -442,7 +442,9 @@ async fn purge_due(shared: &Weak<Shared>) -> Option<Option<Duration>> {
 
 #[async_trait]
 impl SessionStore for InMemorySessionStore {
-    async fn insert(&self, digest: TokenDigest, grant: Grant) -> Result<(), StoreError> {
+    async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError> {
+        // The sealing key is for stores that keep data outside this process; memory needs no sealing.
+        let digest = *keys.digest();
         let (id, expires_at) = (grant.session.id(), grant.session.expires_at());
         match self.shared.sessions.entry(digest) {
             // A tombstone counts: a revoked token must never come back under a new session.
@@ -460,12 +462,14 @@ impl SessionStore for InMemorySessionStore {
         Ok(())
     }
 
-    async fn find(&self, digest: &TokenDigest) -> Result<Lookup, StoreError> {
+    async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError> {
+        let digest = keys.digest();
         // One shard read lock, one clone of reference counts: nothing else on the verification path.
         Ok(self.shared.sessions.get(digest).map_or(Lookup::Missing, |stored| stored.lookup()))
     }
 
-    async fn extend(&self, digest: &TokenDigest, expires_at: SystemTime) -> Result<Lookup, StoreError> {
+    async fn extend(&self, keys: &TokenKeys, expires_at: SystemTime) -> Result<Lookup, StoreError> {
+        let digest = keys.digest();
         let now = self.shared.clock.now();
         let (grant, previous) = {
             let Some(mut stored) = self.shared.sessions.get_mut(digest) else {

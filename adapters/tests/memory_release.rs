@@ -14,7 +14,6 @@ use sidekey_adapters::memory::LIVE_SESSIONS_GAUGE;
 use sidekey_application::{ENDED_SESSION_RETENTION, Grant, Lookup, SessionStore};
 use sidekey_domain::{
     Metadata as SessionMetadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Token,
-    TokenDigest,
 };
 
 /// How many sessions the release test stores: a million in every profile. Unoptimised, the whole test
@@ -91,12 +90,12 @@ async fn a_million_expired_sessions_give_their_memory_back() {
     let rss_before = rss_mib();
 
     for i in 0..SESSIONS {
-        // Digests from a counter rather than from generated tokens: the store never looks inside a
-        // digest, and hashing a million tokens would only slow the test down.
+        // Tokens from a counter rather than from the OS: a million getrandom calls would only slow the
+        // test down, and the store sees nothing but the keys derived from them.
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&i.to_le_bytes());
         let grant = Grant { session: session(60), secret: Arc::clone(&secret) };
-        store.insert(TokenDigest::from_bytes(bytes), grant).await.unwrap();
+        store.insert(&Token::from_random_bytes(&bytes).keys(), grant).await.unwrap();
     }
     let (peak_len, peak_capacity, rss_peak) = (store.len(), store.capacity(), rss_mib());
     assert_eq!(peak_len as u64, SESSIONS);
@@ -142,10 +141,10 @@ async fn the_live_gauge_counts_active_sessions_only() {
     let secret = Arc::new(SecretValue::new("sk-live".into()).unwrap());
     let mut digests = Vec::new();
     for ttl in [60, 60, 120] {
-        let digest = Token::generate().unwrap().digest();
+        let token = Token::generate().unwrap();
         let grant = Grant { session: session(ttl), secret: Arc::clone(&secret) };
-        store.insert(digest, grant).await.unwrap();
-        digests.push(digest);
+        store.insert(&token.keys(), grant).await.unwrap();
+        digests.push(token.digest());
     }
     assert_eq!(gauge.value(), 3.0);
     assert!(store.revoke(&digests[0]).await.unwrap());
@@ -166,9 +165,9 @@ async fn the_live_gauge_counts_active_sessions_only() {
 async fn the_purge_task_removes_expired_sessions_by_itself() {
     let clock = Arc::new(ManualClock::starting_at(t0()));
     let store = InMemorySessionStore::new(clock.clone());
-    let digest = Token::generate().unwrap().digest();
+    let token = Token::generate().unwrap();
     let secret = Arc::new(SecretValue::new("sk-live".into()).unwrap());
-    store.insert(digest, Grant { session: session(60), secret }).await.unwrap();
+    store.insert(&token.keys(), Grant { session: session(60), secret }).await.unwrap();
 
     // Give the task time to run with nothing due, then move the manual clock past the expiry: the
     // task sleeps on tokio's real timer, so it must notice the jump at its next capped wake-up.
@@ -177,7 +176,7 @@ async fn the_purge_task_removes_expired_sessions_by_itself() {
     clock.advance(Duration::from_secs(60));
 
     let deadline = Instant::now() + Duration::from_secs(3);
-    while !matches!(store.find(&digest).await.unwrap(), Lookup::Expired) {
+    while !matches!(store.find(&token.keys()).await.unwrap(), Lookup::Expired) {
         assert!(Instant::now() < deadline, "the purge task did not end the session within 3 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -187,7 +186,7 @@ async fn the_purge_task_removes_expired_sessions_by_itself() {
         assert!(Instant::now() < deadline, "the purge task did not forget the session within 3 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(matches!(store.find(&digest).await.unwrap(), Lookup::Missing));
+    assert!(matches!(store.find(&token.keys()).await.unwrap(), Lookup::Missing));
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -14,9 +14,7 @@ use sidekey_adapters::InMemorySessionStore;
 use sidekey_application::{
     Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
 };
-use sidekey_domain::{
-    Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
-};
+use sidekey_domain::{Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token};
 
 #[path = "support/manual_clock.rs"]
 mod manual_clock;
@@ -81,21 +79,21 @@ impl Harness {
         Grant { session, secret: Arc::new(value) }
     }
 
-    /// Stores a fresh session under a fresh token's digest.
-    async fn issue(&self, secret: &str, subject: Option<&str>, ttl: u64) -> (TokenDigest, Session) {
-        let digest = Token::generate().unwrap().digest();
+    /// Stores a fresh session under a fresh token's token.
+    async fn issue(&self, secret: &str, subject: Option<&str>, ttl: u64) -> (Token, Session) {
+        let token = Token::generate().unwrap();
         let grant = self.grant(secret, subject, ttl);
         let session = grant.session.clone();
-        self.store.insert(digest, grant).await.unwrap();
-        (digest, session)
+        self.store.insert(&token.keys(), grant).await.unwrap();
+        (token, session)
     }
 
-    async fn find(&self, digest: &TokenDigest) -> Lookup {
-        self.store.find(digest).await.unwrap()
+    async fn find(&self, token: &Token) -> Lookup {
+        self.store.find(&token.keys()).await.unwrap()
     }
 
-    async fn active(&self, digest: &TokenDigest) -> Grant {
-        match self.find(digest).await {
+    async fn active(&self, token: &Token) -> Grant {
+        match self.find(token).await {
             Lookup::Active(grant) => grant,
             other => panic!("expected an active session, found {other:?}"),
         }
@@ -126,10 +124,10 @@ fn ids(sessions: &[Session]) -> BTreeSet<SessionId> {
 /// Four sessions for the bulk operations: `openai` for alice and bob, `anthropic` for alice, and a
 /// revoked `openai` session of alice's that no bulk operation may count again.
 struct Fixture {
-    openai_alice: (TokenDigest, Session),
-    openai_bob: (TokenDigest, Session),
-    anthropic_alice: (TokenDigest, Session),
-    revoked_openai_alice: (TokenDigest, Session),
+    openai_alice: (Token, Session),
+    openai_bob: (Token, Session),
+    anthropic_alice: (Token, Session),
+    revoked_openai_alice: (Token, Session),
 }
 
 impl Fixture {
@@ -140,7 +138,7 @@ impl Fixture {
             anthropic_alice: harness.issue("anthropic", Some("alice"), 600).await,
             revoked_openai_alice: harness.issue("openai", Some("alice"), 600).await,
         };
-        assert!(harness.store.revoke(&fixture.revoked_openai_alice.0).await.unwrap());
+        assert!(harness.store.revoke(&fixture.revoked_openai_alice.0.digest()).await.unwrap());
         fixture
     }
 }
@@ -150,10 +148,10 @@ mod contract {
     use super::*;
 
     pub async fn insert_then_find_returns_the_session_and_its_secret(h: Harness) {
-        let digest = Token::generate().unwrap().digest();
+        let token = Token::generate().unwrap();
         let grant = h.grant("openai-prod", Some("user_1"), 60);
-        h.store.insert(digest, grant.clone()).await.unwrap();
-        let found = h.active(&digest).await;
+        h.store.insert(&token.keys(), grant.clone()).await.unwrap();
+        let found = h.active(&token).await;
         assert_eq!(found.session, grant.session);
         assert_eq!(found.session.expires_at(), h.at(60));
         assert_eq!(found.session.secret_ref().as_str(), "openai-prod");
@@ -164,42 +162,42 @@ mod contract {
 
     pub async fn find_reports_a_digest_never_stored_as_missing(h: Harness) {
         h.issue("openai", None, 60).await;
-        assert!(is_missing(&h.find(&Token::generate().unwrap().digest()).await));
+        assert!(is_missing(&h.find(&Token::generate().unwrap()).await));
     }
 
     pub async fn insert_refuses_a_digest_already_stored_even_when_revoked(h: Harness) {
-        let (digest, original) = h.issue("openai", None, 60).await;
-        let again = h.store.insert(digest, h.grant("other", None, 60)).await;
+        let (token, original) = h.issue("openai", None, 60).await;
+        let again = h.store.insert(&token.keys(), h.grant("other", None, 60)).await;
         assert_eq!(again.unwrap_err(), StoreError::Conflict);
-        assert_eq!(h.active(&digest).await.session, original, "a conflict must not overwrite");
-        assert!(h.store.revoke(&digest).await.unwrap());
-        let after_revoke = h.store.insert(digest, h.grant("openai", None, 60)).await;
+        assert_eq!(h.active(&token).await.session, original, "a conflict must not overwrite");
+        assert!(h.store.revoke(&token.digest()).await.unwrap());
+        let after_revoke = h.store.insert(&token.keys(), h.grant("openai", None, 60)).await;
         assert_eq!(after_revoke.unwrap_err(), StoreError::Conflict);
-        assert!(is_revoked(&h.find(&digest).await));
+        assert!(is_revoked(&h.find(&token).await));
     }
 
     pub async fn revoke_leaves_a_tombstone_and_reports_only_the_first_revocation(h: Harness) {
-        let (digest, _) = h.issue("openai", None, 60).await;
+        let (token, _) = h.issue("openai", None, 60).await;
         let (other, _) = h.issue("openai", None, 60).await;
-        assert!(h.store.revoke(&digest).await.unwrap());
-        assert!(is_revoked(&h.find(&digest).await));
-        assert!(!h.store.revoke(&digest).await.unwrap());
-        assert!(is_revoked(&h.find(&digest).await));
+        assert!(h.store.revoke(&token.digest()).await.unwrap());
+        assert!(is_revoked(&h.find(&token).await));
+        assert!(!h.store.revoke(&token.digest()).await.unwrap());
+        assert!(is_revoked(&h.find(&token).await));
         h.active(&other).await;
     }
 
     pub async fn revoke_of_a_digest_never_stored_returns_false(h: Harness) {
-        let digest = Token::generate().unwrap().digest();
-        assert!(!h.store.revoke(&digest).await.unwrap());
-        assert!(is_missing(&h.find(&digest).await), "revoking nothing must not create a tombstone");
+        let token = Token::generate().unwrap();
+        assert!(!h.store.revoke(&token.digest()).await.unwrap());
+        assert!(is_missing(&h.find(&token).await), "revoking nothing must not create a tombstone");
     }
 
     pub async fn revoke_by_id_revokes_once_and_ignores_unknown_ids(h: Harness) {
-        let (digest, session) = h.issue("openai", None, 60).await;
+        let (token, session) = h.issue("openai", None, 60).await;
         let (other, _) = h.issue("openai", None, 60).await;
         assert!(!h.store.revoke_by_id(SessionId::new_random()).await.unwrap());
         assert!(h.store.revoke_by_id(session.id()).await.unwrap());
-        assert!(is_revoked(&h.find(&digest).await));
+        assert!(is_revoked(&h.find(&token).await));
         assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
         h.active(&other).await;
     }
@@ -261,13 +259,13 @@ mod contract {
     }
 
     pub async fn extend_moves_expires_at_and_keeps_everything_else(h: Harness) {
-        let (digest, session) = h.issue("openai", Some("alice"), 60).await;
-        let Lookup::Active(extended) = h.store.extend(&digest, h.at(90)).await.unwrap() else {
+        let (token, session) = h.issue("openai", Some("alice"), 60).await;
+        let Lookup::Active(extended) = h.store.extend(&token.keys(), h.at(90)).await.unwrap() else {
             panic!("extending an active session must return it");
         };
         assert_eq!(extended.session.expires_at(), h.at(90));
         assert_eq!(extended.secret.expose(), "sk-openai");
-        let found = h.active(&digest).await.session;
+        let found = h.active(&token).await.session;
         assert_eq!(found.expires_at(), h.at(90));
         assert_eq!(found.id(), session.id());
         assert_eq!(found.issued_at(), session.issued_at());
@@ -278,60 +276,60 @@ mod contract {
 
     pub async fn extend_never_resurrects_a_revoked_or_missing_session(h: Harness) {
         let (revoked, _) = h.issue("openai", None, 60).await;
-        assert!(h.store.revoke(&revoked).await.unwrap());
-        assert!(is_revoked(&h.store.extend(&revoked, h.at(600)).await.unwrap()));
+        assert!(h.store.revoke(&revoked.digest()).await.unwrap());
+        assert!(is_revoked(&h.store.extend(&revoked.keys(), h.at(600)).await.unwrap()));
         assert!(is_revoked(&h.find(&revoked).await));
 
-        let never = Token::generate().unwrap().digest();
-        assert!(is_missing(&h.store.extend(&never, h.at(600)).await.unwrap()));
+        let never = Token::generate().unwrap();
+        assert!(is_missing(&h.store.extend(&never.keys(), h.at(600)).await.unwrap()));
         assert!(is_missing(&h.find(&never).await));
 
         let (expired, _) = h.issue("openai", None, 60).await;
         h.advance(60).await;
-        assert!(is_expired(&h.store.extend(&expired, h.at(600)).await.unwrap()));
+        assert!(is_expired(&h.store.extend(&expired.keys(), h.at(600)).await.unwrap()));
         assert!(is_expired(&h.find(&expired).await));
         h.advance(retention()).await;
-        assert!(is_missing(&h.store.extend(&expired, h.at(600)).await.unwrap()));
+        assert!(is_missing(&h.store.extend(&expired.keys(), h.at(600)).await.unwrap()));
         assert!(is_missing(&h.find(&expired).await));
     }
 
     pub async fn an_expired_session_is_remembered_as_expired_then_forgotten(h: Harness) {
-        let (digest, session) = h.issue("openai", None, 60).await;
+        let (token, session) = h.issue("openai", None, 60).await;
         let (longer, _) = h.issue("openai", None, 120).await;
         h.advance(59).await;
-        h.active(&digest).await;
+        h.active(&token).await;
         h.advance(1).await; // exactly expires_at: expired (the boundary is inclusive)
-        assert!(is_expired(&h.find(&digest).await));
+        assert!(is_expired(&h.find(&token).await));
         assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
-        assert!(!h.store.revoke(&digest).await.unwrap());
-        assert!(is_expired(&h.find(&digest).await), "revoking an expired session changes nothing");
+        assert!(!h.store.revoke(&token.digest()).await.unwrap());
+        assert!(is_expired(&h.find(&token).await), "revoking an expired session changes nothing");
         h.active(&longer).await;
         h.advance(retention() - 1).await;
-        assert!(is_expired(&h.find(&digest).await));
+        assert!(is_expired(&h.find(&token).await));
         h.advance(1).await;
-        assert!(is_missing(&h.find(&digest).await));
+        assert!(is_missing(&h.find(&token).await));
     }
 
     pub async fn a_revocation_is_remembered_until_the_retention_after_the_original_expiry(h: Harness) {
-        let (digest, session) = h.issue("openai", None, 60).await;
-        assert!(h.store.revoke(&digest).await.unwrap());
+        let (token, session) = h.issue("openai", None, 60).await;
+        assert!(h.store.revoke(&token.digest()).await.unwrap());
         h.advance(60).await;
-        assert!(is_revoked(&h.find(&digest).await), "still revoked, not expired, at the original expiry");
+        assert!(is_revoked(&h.find(&token).await), "still revoked, not expired, at the original expiry");
         h.advance(retention() - 1).await;
-        assert!(is_revoked(&h.find(&digest).await));
+        assert!(is_revoked(&h.find(&token).await));
         h.advance(1).await;
-        assert!(is_missing(&h.find(&digest).await));
+        assert!(is_missing(&h.find(&token).await));
         assert!(!h.store.revoke_by_id(session.id()).await.unwrap());
-        assert!(!h.store.revoke(&digest).await.unwrap());
+        assert!(!h.store.revoke(&token.digest()).await.unwrap());
     }
 
     pub async fn an_extended_session_outlives_its_original_expiry(h: Harness) {
-        let (digest, _) = h.issue("openai", None, 60).await;
-        h.store.extend(&digest, h.at(120)).await.unwrap();
+        let (token, _) = h.issue("openai", None, 60).await;
+        h.store.extend(&token.keys(), h.at(120)).await.unwrap();
         h.advance(60).await;
-        assert_eq!(h.active(&digest).await.session.expires_at(), h.now() + Duration::from_secs(60));
+        assert_eq!(h.active(&token).await.session.expires_at(), h.now() + Duration::from_secs(60));
         h.advance(60).await;
-        assert!(is_expired(&h.find(&digest).await));
+        assert!(is_expired(&h.find(&token).await));
     }
 
     pub async fn ping_answers(h: Harness) {

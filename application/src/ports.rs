@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use sidekey_domain::{SecretRef, SecretValue, Session, SessionId, Subject, TokenDigest};
+use sidekey_domain::{SecretRef, SecretValue, Session, SessionId, Subject, TokenDigest, TokenKeys};
 
 /// What a valid token grants: the session and the real key it stands for.
 ///
@@ -89,6 +89,11 @@ pub enum StoreError {
 
 /// Where sessions live, keyed by the digest of their token.
 ///
+/// The methods that hand out a session's real key (or store it) receive the token's [`TokenKeys`]: the
+/// digest to key by, and the sealing key with which a store that keeps data outside this process MUST
+/// encrypt the real key, so that a copy of the store decrypts nothing without the token. No method ever
+/// receives the token itself.
+///
 /// # Errors
 /// Every method of every implementation:
 /// - MUST return [`StoreError::Unavailable`] when its backend cannot be reached, and MUST do so within a
@@ -104,7 +109,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// MUST return [`StoreError::Conflict`] if a session (active or revoked) is stored under `digest`.
-    async fn insert(&self, digest: TokenDigest, grant: Grant) -> Result<(), StoreError>;
+    async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError>;
 
     /// What is stored under `digest`.
     ///
@@ -112,13 +117,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// (SHOULD until [`ENDED_SESSION_RETENTION`] after it), and MAY return an expired session as
     /// [`Lookup::Active`] for a moment before it becomes [`Lookup::Expired`] (callers check expiry
     /// against their clock).
-    async fn find(&self, digest: &TokenDigest) -> Result<Lookup, StoreError>;
+    async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError>;
 
     /// Moves an active session's `expires_at` (a refresh) and returns what is stored afterwards.
     ///
     /// MUST NOT bring back an ended or purged session: those return [`Lookup::Revoked`],
     /// [`Lookup::Expired`] or [`Lookup::Missing`] unchanged.
-    async fn extend(&self, digest: &TokenDigest, expires_at: SystemTime) -> Result<Lookup, StoreError>;
+    async fn extend(&self, keys: &TokenKeys, expires_at: SystemTime) -> Result<Lookup, StoreError>;
 
     /// Revokes the session stored under `digest`. Returns whether an active session was revoked.
     async fn revoke(&self, digest: &TokenDigest) -> Result<bool, StoreError>;

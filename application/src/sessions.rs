@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use metrics::Counter;
 use sidekey_domain::{
     EntropyError, Metadata, SecretRef, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
-    TokenParseError, TtlError,
+    TokenKeys, TokenParseError, TtlError,
 };
 
 use crate::ports::{
@@ -217,7 +217,8 @@ impl SessionService {
             SecretSourceError::Failed(cause) => IssueError::SecretSourceFailed(cause),
         })?;
         let token = Token::generate()?;
-        let digest = token.digest();
+        let keys = token.keys();
+        let digest = *keys.digest();
         let session = Session::issue(
             SessionId::new_random(),
             request.secret_ref,
@@ -227,7 +228,7 @@ impl SessionService {
             self.clock.now(),
         );
         let grant = Grant { session: session.clone(), secret: Arc::new(secret) };
-        self.store.insert(digest, grant).await.map_err(|error| match error {
+        self.store.insert(&keys, grant).await.map_err(|error| match error {
             StoreError::Unavailable(cause) => IssueError::StoreUnavailable(cause),
             // 2^-256 odds: a fresh token colliding means the randomness is broken, so fail loudly.
             StoreError::Conflict => IssueError::StoreUnavailable("token digest collision".into()),
@@ -251,8 +252,8 @@ impl SessionService {
     /// # Errors
     /// [`VerifyError::Rejected`] with the reason, or [`VerifyError::StoreUnavailable`].
     pub async fn verify(&self, presented: &str) -> Result<Grant, VerifyError> {
-        let digest = self.parse(presented, "verify")?;
-        let grant = self.active_grant(&digest, "verify").await?;
+        let keys = self.parse(presented, "verify")?;
+        let grant = self.active_grant(&keys, "verify").await?;
         self.counters.verified.increment(1);
         Ok(grant)
     }
@@ -263,14 +264,15 @@ impl SessionService {
     /// As [`SessionService::verify`]; a session at its maximum lifetime is returned unchanged, not refused.
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self, presented: &str) -> Result<Session, RefreshError> {
-        let digest = self.parse(presented, "refresh")?;
+        let keys = self.parse(presented, "refresh")?;
+        let digest = *keys.digest();
         // One reading of the clock for the whole refresh, so the expiry check and the new expiry agree.
         let now = self.clock.now();
-        let grant = self.active_grant_at(&digest, now, "refresh").await?;
+        let grant = self.active_grant_at(&keys, now, "refresh").await?;
         let refreshed = grant.session.refreshed_at(now, &self.policy);
         let stored = self
             .store
-            .extend(&digest, refreshed.expires_at())
+            .extend(&keys, refreshed.expires_at())
             .await
             .map_err(|error| self.store_failed(error, "refresh"))?;
         let session = match stored {
@@ -303,8 +305,9 @@ impl SessionService {
     /// As [`SessionService::verify`]: only a token that verifies can revoke itself.
     #[tracing::instrument(skip_all)]
     pub async fn revoke(&self, presented: &str) -> Result<(), RevokeError> {
-        let digest = self.parse(presented, "revoke")?;
-        let grant = self.active_grant(&digest, "revoke").await?;
+        let keys = self.parse(presented, "revoke")?;
+        let digest = *keys.digest();
+        let grant = self.active_grant(&keys, "revoke").await?;
         let revoked = self.store.revoke(&digest).await.map_err(|error| self.store_failed(error, "revoke"))?;
         if !revoked {
             // Revoked or purged by someone else in between: the token is invalid either way.
@@ -375,27 +378,24 @@ impl SessionService {
         Readiness { store: self.store.ping().await, secrets: self.secrets.ping().await }
     }
 
-    fn parse(&self, presented: &str, operation: &'static str) -> Result<TokenDigest, VerifyError> {
+    fn parse(&self, presented: &str, operation: &'static str) -> Result<TokenKeys, VerifyError> {
         Token::parse(presented)
-            .map(|token| token.digest())
+            .map(|token| token.keys())
             .map_err(|error| self.refuse(Rejection::Malformed(error), None, operation))
     }
 
-    async fn active_grant(
-        &self,
-        digest: &TokenDigest,
-        operation: &'static str,
-    ) -> Result<Grant, VerifyError> {
-        self.active_grant_at(digest, self.clock.now(), operation).await
+    async fn active_grant(&self, keys: &TokenKeys, operation: &'static str) -> Result<Grant, VerifyError> {
+        self.active_grant_at(keys, self.clock.now(), operation).await
     }
 
     async fn active_grant_at(
         &self,
-        digest: &TokenDigest,
+        keys: &TokenKeys,
         now: SystemTime,
         operation: &'static str,
     ) -> Result<Grant, VerifyError> {
-        let lookup = self.store.find(digest).await.map_err(|error| self.store_failed(error, operation))?;
+        let lookup = self.store.find(keys).await.map_err(|error| self.store_failed(error, operation))?;
+        let digest = keys.digest();
         match lookup {
             Lookup::Active(grant) if !grant.session.is_expired_at(now) => Ok(grant),
             Lookup::Active(_) => Err(self.refuse(Rejection::Expired, Some(digest), operation)),

@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`secret_ref`]: [`SecretRef`], the validated *name* of a real credential (`secret_key_id`).
 //! - [`secret_value`]: [`SecretValue`], the real credential itself: redacted, zeroed on drop.
-//! - [`token`]: [`Token`] (`skt_` + base62 body + checksum), its [`TokenDigest`] and short fingerprint.
+//! - [`token`]: [`Token`] (`skt_` + base62 body + checksum), its [`TokenDigest`] and short fingerprint,
+//!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
 #![warn(missing_docs)]
@@ -29,4 +30,4 @@ pub use session::{
     Metadata, MetadataError, Session, SessionId, SessionIdError, SessionParts, SessionPartsError, Subject,
     SubjectError,
 };
-pub use token::{EntropyError, Token, TokenDigest, TokenFingerprint, TokenParseError};
+pub use token::{EntropyError, SealingKey, Token, TokenDigest, TokenFingerprint, TokenKeys, TokenParseError};

@@ -109,6 +109,62 @@ impl Token {
     pub fn digest(&self) -> TokenDigest {
         TokenDigest(Sha256::digest(self.0.as_bytes()).into())
     }
+
+    /// What a store may learn of this token: the digest it keys the session by, and the key that seals
+    /// the real key at rest. Neither reveals the token, nor the one the other.
+    pub fn keys(&self) -> TokenKeys {
+        let mut sealing = Sha256::new();
+        sealing.update(SEALING_KEY_LABEL);
+        sealing.update(self.0.as_bytes());
+        TokenKeys { digest: self.digest(), sealing: SealingKey(sealing.finalize().into()) }
+    }
+}
+
+/// Domain separation for [`SealingKey`]: SHA-256 over this label and the token, so the sealing key and the
+/// digest (SHA-256 over the token alone) are independent values, and the key cannot be computed from
+/// anything a store keeps. The token's 256 random bits make a plain hash a sound key derivation.
+const SEALING_KEY_LABEL: &[u8] = b"sidekey/v1/sealing-key\0";
+
+/// What a session store may know of a token: its digest and its sealing key.
+#[derive(Debug)]
+pub struct TokenKeys {
+    digest: TokenDigest,
+    sealing: SealingKey,
+}
+
+impl TokenKeys {
+    /// The digest the session is stored under.
+    pub fn digest(&self) -> &TokenDigest {
+        &self.digest
+    }
+
+    /// The key that seals the session's real key at rest: only a holder of the token can derive it, so a
+    /// copy of the store decrypts nothing.
+    pub fn sealing_key(&self) -> &SealingKey {
+        &self.sealing
+    }
+}
+
+/// A 256-bit key derived from a token, for encrypting the real key at rest. Redacted, zeroed on drop.
+pub struct SealingKey([u8; 32]);
+
+impl SealingKey {
+    /// The key's bytes, for the cipher.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl Drop for SealingKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealingKey(<redacted>)")
+    }
 }
 
 impl Drop for Token {
@@ -272,6 +328,22 @@ mod tests {
         assert!(!printed.contains(body), "{printed}");
         assert!(!printed.contains(&token.digest().to_hex()), "{printed}");
         assert_eq!(token.digest().fingerprint().to_string().len(), 12);
+    }
+
+    #[test]
+    fn the_sealing_key_is_independent_of_the_digest_and_redacted() {
+        let token = Token::from_random_bytes(&[9; 32]);
+        let keys = token.keys();
+        assert_eq!(keys.digest(), &token.digest());
+        assert_ne!(keys.sealing_key().expose(), keys.digest().as_bytes());
+        let mut expected = Sha256::new();
+        expected.update(b"sidekey/v1/sealing-key\0");
+        expected.update(token.expose().as_bytes());
+        assert_eq!(keys.sealing_key().expose(), &<[u8; 32]>::from(expected.finalize()));
+        let other = Token::from_random_bytes(&[10; 32]).keys();
+        assert_ne!(keys.sealing_key().expose(), other.sealing_key().expose());
+        let printed = format!("{keys:?}");
+        assert!(printed.contains("redacted") && !printed.contains(&token.digest().to_hex()), "{printed}");
     }
 
     #[test]

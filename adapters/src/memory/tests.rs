@@ -40,7 +40,7 @@ async fn dropping_the_store_stops_its_purge_task_and_frees_its_sessions() {
     let (store, task) = InMemorySessionStore::start(clock.clone());
     let grant = grant(60, at(0));
     let secret = Arc::downgrade(&grant.secret);
-    store.insert(Token::generate().unwrap().digest(), grant).await.unwrap();
+    store.insert(&Token::generate().unwrap().keys(), grant).await.unwrap();
     // Let the task reach its sleep, so the test covers a drop while it waits.
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop(store);
@@ -56,12 +56,13 @@ async fn dropping_the_store_stops_its_purge_task_and_frees_its_sessions() {
 async fn a_stale_deadline_left_by_a_refresh_does_not_purge_the_session() {
     let clock = Arc::new(FixedClock(at(100)));
     let store = InMemorySessionStore::new(clock.clone());
-    let digest = Token::generate().unwrap().digest();
-    store.insert(digest, grant(60, at(50))).await.unwrap(); // due at 110
+    let token = Token::generate().unwrap();
+    let digest = token.digest();
+    store.insert(&token.keys(), grant(60, at(50))).await.unwrap(); // due at 110
     // Put a stale deadline on the schedule, as a purge racing a refresh can leave behind.
     store.shared.deadlines().insert((at(90), digest));
     assert_eq!(store.purge_expired(), 0);
-    assert!(matches!(store.find(&digest).await.unwrap(), Lookup::Active(_)));
+    assert!(matches!(store.find(&token.keys()).await.unwrap(), Lookup::Active(_)));
     assert_eq!(store.shared.deadlines().len(), 1, "the stale deadline stays on the schedule");
 }
 
@@ -69,9 +70,10 @@ async fn a_stale_deadline_left_by_a_refresh_does_not_purge_the_session() {
 async fn extend_replaces_the_scheduled_deadline() {
     let clock = Arc::new(FixedClock(at(0)));
     let store = InMemorySessionStore::new(clock);
-    let digest = Token::generate().unwrap().digest();
-    store.insert(digest, grant(60, at(0))).await.unwrap();
-    store.extend(&digest, at(90)).await.unwrap();
+    let token = Token::generate().unwrap();
+    let digest = token.digest();
+    store.insert(&token.keys(), grant(60, at(0))).await.unwrap();
+    store.extend(&token.keys(), at(90)).await.unwrap();
     let deadlines: Vec<_> = store.shared.deadlines().iter().copied().collect();
     assert_eq!(deadlines, vec![(at(90), digest)]);
 }
@@ -81,14 +83,15 @@ async fn a_session_past_its_expiry_but_not_yet_purged_is_no_longer_acted_on() {
     use sidekey_application::{RevocationTarget, SessionFilter};
 
     let store = InMemorySessionStore::new(Arc::new(FixedClock(at(100))));
-    let digest = Token::generate().unwrap().digest();
+    let token = Token::generate().unwrap();
+    let digest = token.digest();
     let grant = grant(60, at(0)); // expired at 60
     let id = grant.session.id();
-    store.insert(digest, grant).await.unwrap();
+    store.insert(&token.keys(), grant).await.unwrap();
     // The port allows `find` to return it (callers check expiry), and it costs `find` nothing.
-    assert!(matches!(store.find(&digest).await.unwrap(), Lookup::Active(_)));
+    assert!(matches!(store.find(&token.keys()).await.unwrap(), Lookup::Active(_)));
     // Everything else treats it as gone, as a backend with native expiry would.
-    assert!(matches!(store.extend(&digest, at(200)).await.unwrap(), Lookup::Expired));
+    assert!(matches!(store.extend(&token.keys(), at(200)).await.unwrap(), Lookup::Expired));
     assert!(!store.revoke(&digest).await.unwrap());
     assert!(!store.revoke_by_id(id).await.unwrap());
     let target = RevocationTarget::SecretRef(SecretRef::parse("openai-prod").unwrap());
@@ -96,6 +99,6 @@ async fn a_session_past_its_expiry_but_not_yet_purged_is_no_longer_acted_on() {
     assert!(store.list(&SessionFilter::default(), 10).await.unwrap().is_empty());
     // The purge ends it (the real key goes) but remembers it as expired for the retention period.
     assert_eq!(store.purge_expired(), 0);
-    assert!(matches!(store.find(&digest).await.unwrap(), Lookup::Expired));
+    assert!(matches!(store.find(&token.keys()).await.unwrap(), Lookup::Expired));
     assert_eq!(store.len(), 1);
 }

@@ -126,7 +126,11 @@ fn untouched_secrets() -> MockSecretSource {
 fn store_finding(lookup: Lookup) -> MockSessionStore {
     let mut store = MockSessionStore::new();
     let expected = digest();
-    store.expect_find().withf(move |digest| *digest == expected).times(1).return_once(move |_| Ok(lookup));
+    store
+        .expect_find()
+        .withf(move |keys| *keys.digest() == expected)
+        .times(1)
+        .return_once(move |_| Ok(lookup));
     store
 }
 
@@ -183,8 +187,8 @@ async fn issue_stores_the_session_under_the_digest_of_the_token_it_returns() {
     let inserted: Arc<Mutex<Option<(TokenDigest, Grant)>>> = Arc::default();
     let slot = Arc::clone(&inserted);
     let mut store = MockSessionStore::new();
-    store.expect_insert().times(1).returning(move |digest, grant| {
-        *slot.lock().unwrap() = Some((digest, grant));
+    store.expect_insert().times(1).returning(move |keys, grant| {
+        *slot.lock().unwrap() = Some((*keys.digest(), grant));
         Ok(())
     });
     let service = service_of(store, secrets_answering(|| Ok(secret())), clock_at(now));
@@ -408,7 +412,7 @@ fn store_extending(session: Session, expected_expiry: SystemTime) -> MockSession
     let expected = digest();
     store
         .expect_extend()
-        .withf(move |digest, expires_at| *digest == expected && *expires_at == expected_expiry)
+        .withf(move |keys, expires_at| *keys.digest() == expected && *expires_at == expected_expiry)
         .times(1)
         .returning(move |_, expires_at| Ok(Lookup::Active(grant(with_expiry(&session, expires_at)))));
     store
