@@ -220,7 +220,8 @@ impl SessionService {
         let keys = token.keys();
         let digest = *keys.digest();
         let session = Session::issue(
-            SessionId::new_random(),
+            // The id carries the digest's shard, so a partitioned store finds a session by id in one place.
+            SessionId::new_random_in_shard(digest.shard()),
             request.secret_ref,
             request.subject,
             request.metadata,

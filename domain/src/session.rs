@@ -26,6 +26,24 @@ impl SessionId {
         Self(Uuid::new_v4())
     }
 
+    /// A fresh random (v4) id whose first byte is `shard` (see [`SessionId::shard`]).
+    ///
+    /// A store partitioned by token digest (Redis Cluster, by hash tag) keeps a session and its id index
+    /// in the digest's partition; carrying the partition in the id lets it find a session by id without
+    /// an index that spans partitions. The id keeps 114 random bits, and the byte it gives away is one
+    /// byte of a SHA-256 digest of a 256-bit secret: it says nothing usable about the token.
+    pub fn new_random_in_shard(shard: u8) -> Self {
+        let mut bytes = *Uuid::new_v4().as_bytes();
+        // Byte 0 is random in a v4 UUID (the version and variant bits live in bytes 6 and 8).
+        bytes[0] = shard;
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// The partition this id was issued in: its first byte.
+    pub fn shard(&self) -> u8 {
+        self.0.as_bytes()[0]
+    }
+
     /// Wraps a stored UUID.
     pub fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid)
@@ -394,6 +412,15 @@ mod tests {
         assert_eq!(Metadata::new(long), Err(MetadataError::ValueTooLong("k".into())));
         let fits = BTreeMap::from([("k".repeat(256), "é".repeat(256))]);
         assert!(Metadata::new(fits).is_ok());
+    }
+
+    #[test]
+    fn an_id_issued_in_a_shard_carries_it_and_stays_a_random_v4_uuid() {
+        let id = SessionId::new_random_in_shard(0xab);
+        assert_eq!(id.shard(), 0xab);
+        assert_eq!(id.as_uuid().get_version_num(), 4);
+        assert_eq!(id.as_uuid().get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(SessionId::new_random_in_shard(0xab), id);
     }
 
     #[test]

@@ -217,6 +217,12 @@ impl TokenDigest {
         &self.0
     }
 
+    /// The partition a store keyed by digest puts this session in: the digest's first byte, uniformly
+    /// distributed because SHA-256 is. Session ids carry it ([`crate::SessionId::new_random_in_shard`]).
+    pub fn shard(&self) -> u8 {
+        self.0[0]
+    }
+
     /// The digest as 64 lowercase hex digits (what a text-keyed store uses).
     pub fn to_hex(&self) -> String {
         hex(&self.0)
