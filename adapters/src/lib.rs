@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`clock`]: [`SystemClock`], the `Clock` port on the operating system's wall clock.
 //! - [`memory`]: [`InMemorySessionStore`], sessions in process memory with automatic expiry.
+//! - [`redis`]: [`RedisSessionStore`], sessions in Redis (or Redis Cluster) shared by several instances,
+//!   real keys sealed with a key derived from the token.
 //! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`) and [`FileSecretSource`] (`file:DIR`).
 //! - [`http`]: the poem-openapi interface: session, admin and operations routes, problem+json errors,
 //!   the bearer extractors, metrics and the OpenAPI document.
@@ -14,8 +16,10 @@
 pub mod clock;
 pub mod http;
 pub mod memory;
+pub mod redis;
 pub mod secrets;
 
 pub use clock::SystemClock;
 pub use memory::InMemorySessionStore;
+pub use redis::{RedisSessionStore, RedisStoreSettings};
 pub use secrets::{EnvSecretSource, FileSecretSource};

@@ -1,0 +1,183 @@
+//! The Lua scripts: every write is one of them, so it is atomic, and each touches only keys it is given
+//! (`KEYS`), all of one shard's hash tag, so it runs unchanged on Redis Cluster.
+//!
+//! Conventions shared by the scripts:
+//! - instants in the session hash and in "now"/"cutoff" arguments are 20-digit decimal nanoseconds,
+//!   compared as strings (exact; see [`super::keys::instant_text`]); `cutoff` is now minus the ended-session
+//!   retention, so a session with `expires_at <= cutoff` is forgotten;
+//! - sorted-set scores and `PEXPIREAT` deadlines are milliseconds (Redis's own clock works in them);
+//! - "now" always comes from the caller (the `Clock` port), never from Redis's `TIME`, so that every
+//!   instance and every test decides expiry by the same clock.
+//!
+//! Only standard commands of Redis 6.2+ are used (`SET … PXAT` is the newest).
+
+use redis::Script;
+
+/// Functions every writing script starts with.
+const PRELUDE: &str = r"
+-- An index expires with its latest member plus the retention: it never outlives what it indexes.
+-- (Computed from the highest score rather than `PEXPIREAT … GT`, so it also shrinks when that member
+-- goes, and works on Redis 6.2.)
+local function expire_index(key, retention_ms)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if top[2] then
+    redis.call('PEXPIREAT', key, string.format('%.0f', tonumber(top[2]) + tonumber(retention_ms)))
+  end
+end
+
+-- Drops the members that ended (score at or before now) and resets the index's expiry.
+local function prune_index(key, now_ms, retention_ms)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+  expire_index(key, retention_ms)
+end
+
+local function index_add(key, score_ms, member, now_ms, retention_ms)
+  redis.call('ZADD', key, score_ms, member)
+  prune_index(key, now_ms, retention_ms)
+end
+";
+
+/// Stores a new session, unless one is still remembered under its digest.
+///
+/// KEYS: 1 session hash, 2 sealed key, 3 `all` index, 4 `ref` index, 5 `sub` index (or the `all` index
+/// again when there is no subject), 6 id entry (or the session hash again when the id lives in another
+/// shard, see `ARGV[15]`).
+/// ARGV: 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member (digest hex), 6 id, 7 secret_key_id,
+/// 8 subject (empty: none), 9 issued_at, 10 expires_at, 11 ttl ns, 12 metadata JSON, 13 sealed real key,
+/// 14 expires_at ms, 15 `1` when KEYS[6] is the id entry.
+/// Returns 1 when stored, 0 when a session is still remembered under the digest (a conflict).
+const INSERT: &str = r"
+local previous = redis.call('HGET', KEYS[1], 'expires_at')
+if previous and previous > ARGV[2] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'id', ARGV[6], 'secret_key_id', ARGV[7], 'issued_at', ARGV[9],
+  'expires_at', ARGV[10], 'ttl', ARGV[11], 'metadata', ARGV[12], 'state', 'active')
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'subject', ARGV[8])
+end
+local keep = string.format('%.0f', tonumber(ARGV[14]) + tonumber(ARGV[4]))
+redis.call('PEXPIREAT', KEYS[1], keep)
+redis.call('SET', KEYS[2], ARGV[13], 'PXAT', ARGV[14])
+if ARGV[15] == '1' then
+  redis.call('SET', KEYS[6], ARGV[5], 'PXAT', keep)
+end
+index_add(KEYS[3], ARGV[14], ARGV[5], ARGV[3], ARGV[4])
+index_add(KEYS[4], ARGV[14], ARGV[5], ARGV[3], ARGV[4])
+if ARGV[8] ~= '' then
+  index_add(KEYS[5], ARGV[14], ARGV[5], ARGV[3], ARGV[4])
+end
+return 1
+";
+
+/// Reads a session: its hash fields (in [`FIELDS`] order) and its sealed real key, atomically.
+///
+/// KEYS: 1 session hash, 2 sealed key. Returns the fields then the sealed value (nil where absent).
+const FIND: &str = r"
+local found = redis.call('HMGET', KEYS[1], 'id', 'secret_key_id', 'subject', 'issued_at', 'expires_at',
+  'ttl', 'metadata', 'state')
+found[9] = redis.call('GET', KEYS[2])
+return found
+";
+
+/// Moves an active session's expiry.
+///
+/// KEYS: as [`INSERT`]'s. ARGV: 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member, 6 expected id,
+/// 7 expected secret_key_id, 8 expected subject (empty: none), 9 new expires_at, 10 new expires_at ms,
+/// 11 `1` when KEYS[6] is the id entry.
+/// Returns `{'active', expires_at}`, `{'revoked'}`, `{'expired'}`, `{'missing'}`, or `{'changed'}` when the
+/// hash no longer holds the session the caller read (it then reads again).
+const EXTEND: &str = r"
+local f = redis.call('HMGET', KEYS[1], 'id', 'secret_key_id', 'subject', 'issued_at', 'expires_at', 'state')
+if not f[5] or f[5] <= ARGV[2] then
+  return {'missing'}
+end
+if f[1] ~= ARGV[6] or f[2] ~= ARGV[7] or (f[3] or '') ~= ARGV[8] then
+  return {'changed'}
+end
+if f[6] ~= 'active' then
+  return {'revoked'}
+end
+if f[5] <= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'expired'}
+end
+-- Unchanged, or an expiry before issue (which no session may have): leave it as it is.
+if ARGV[9] == f[5] or ARGV[9] < f[4] then
+  return {'active', f[5]}
+end
+redis.call('HSET', KEYS[1], 'expires_at', ARGV[9])
+local keep = string.format('%.0f', tonumber(ARGV[10]) + tonumber(ARGV[4]))
+redis.call('PEXPIREAT', KEYS[1], keep)
+redis.call('PEXPIREAT', KEYS[2], ARGV[10])
+if ARGV[11] == '1' then
+  redis.call('PEXPIREAT', KEYS[6], keep)
+end
+index_add(KEYS[3], ARGV[10], ARGV[5], ARGV[3], ARGV[4])
+index_add(KEYS[4], ARGV[10], ARGV[5], ARGV[3], ARGV[4])
+if ARGV[8] ~= '' then
+  index_add(KEYS[5], ARGV[10], ARGV[5], ARGV[3], ARGV[4])
+end
+return {'active', ARGV[9]}
+";
+
+/// Revokes sessions of one shard: one for a logout, a page of them for a bulk revocation.
+///
+/// KEYS: 1 `all` index, then 4 per session: session hash, sealed key, `ref` index, `sub` index (or the
+/// `all` index again when there is no subject).
+/// ARGV: 1 now, 2 now ms, 3 retention ms, then 4 per session: member, expected id, expected
+/// secret_key_id, expected subject (empty: none).
+/// Returns how many active sessions it revoked. A session that is not active (revoked, expired, gone)
+/// or no longer the one the caller read is left as it is and not counted.
+const REVOKE: &str = r"
+local revoked = 0
+local touched = {}
+for i = 0, (#KEYS - 1) / 4 - 1 do
+  local hash, sealed, by_ref, by_sub = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i]
+  local member, id, ref, sub = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
+  local f = redis.call('HMGET', hash, 'id', 'secret_key_id', 'subject', 'expires_at', 'state')
+  if f[1] == id and f[2] == ref and (f[3] or '') == sub and f[5] == 'active' and f[4]
+      and f[4] > ARGV[1] and redis.call('EXISTS', sealed) == 1 then
+    -- The hash stays, as the tombstone that says 'revoked' until its expiry plus the retention; the
+    -- real key goes now, and so does every index entry (indexes list active sessions only).
+    redis.call('HSET', hash, 'state', 'revoked')
+    redis.call('DEL', sealed)
+    redis.call('ZREM', KEYS[1], member)
+    redis.call('ZREM', by_ref, member)
+    touched[by_ref] = true
+    if sub ~= '' then
+      redis.call('ZREM', by_sub, member)
+      touched[by_sub] = true
+    end
+    revoked = revoked + 1
+  end
+end
+prune_index(KEYS[1], ARGV[2], ARGV[3])
+for key in pairs(touched) do
+  expire_index(key, ARGV[3])
+end
+return revoked
+";
+
+/// The session hash's fields, in the order [`FIND`] returns them.
+pub(crate) const FIELDS: [&str; 8] =
+    ["id", "secret_key_id", "subject", "issued_at", "expires_at", "ttl", "metadata", "state"];
+
+/// The scripts, hashed once (their SHA-1 is what `EVALSHA` sends; the text goes only after a `NOSCRIPT`).
+pub(crate) struct Scripts {
+    pub(crate) insert: Script,
+    pub(crate) find: Script,
+    pub(crate) extend: Script,
+    pub(crate) revoke: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Self {
+            insert: Script::new(&format!("{PRELUDE}{INSERT}")),
+            find: Script::new(FIND),
+            extend: Script::new(&format!("{PRELUDE}{EXTEND}")),
+            revoke: Script::new(&format!("{PRELUDE}{REVOKE}")),
+        }
+    }
+}
