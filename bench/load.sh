@@ -3,7 +3,10 @@
 # in one run. Each server is pinned to core 0 with one worker; wrk runs on core 1.
 #
 #   bash bench/load.sh                    # 10 s per measurement
-#   DURATION=30s CONNECTIONS="32 64" bash bench/load.sh
+#   DURATION=30s CONNECTIONS="32 64" STORES="memory redis" bash bench/load.sh
+#
+# The Redis store uses REDIS_URL (default redis://127.0.0.1:6379, not pinned) under a fresh key prefix
+# that the script deletes afterwards.
 #
 # Needs: wrk, nginx (Debian packages `wrk`, `nginx`; installed if missing and apt-get is usable), python3.
 set -euo pipefail
@@ -14,6 +17,7 @@ CONNECTIONS=${CONNECTIONS:-"32 64"}
 SIDEKEY_PORT=${SIDEKEY_PORT:-18480}
 NGINX_PORT=${NGINX_PORT:-18481}
 ROTATING_TOKENS=${ROTATING_TOKENS:-10000}
+STORES=${STORES:-"memory redis"}
 SERVER_CORE=0
 LOAD_CORE=1
 
@@ -28,7 +32,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,12 +43,6 @@ wait_for() { # url
   for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
   echo "timed out waiting for $1" >&2; return 1
 }
-
-# sidekey: one tokio worker on one core, warn-level logs (an audit line per issue would measure the terminal).
-SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \
-  taskset -c $SERVER_CORE target/release/sidekey serve --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:$SIDEKEY_PORT/healthz"
 
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
@@ -64,8 +62,20 @@ taskset -c $SERVER_CORE "$NGINX" -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 wait_for "http://127.0.0.1:$NGINX_PORT/"
 
+# sidekey on the given store: one tokio worker on one core, warn-level logs (an audit line per issue
+# would measure the terminal). Prints nothing; leaves its pid in $sidekey_pid.
+start_sidekey() { # store-url prefix
+  SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \
+    SIDEKEY_STORE="$1" SIDEKEY_STORE_PREFIX="$2" \
+    taskset -c $SERVER_CORE target/release/sidekey serve --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
+  sidekey_pid=$!
+  pids+=($sidekey_pid)
+  wait_for "http://127.0.0.1:$SIDEKEY_PORT/healthz"
+}
+
 # Tokens: one for the single-token run, ROTATING_TOKENS for the rotating run (keep-alive, so this is quick).
-python3 - "$SIDEKEY_PORT" "$ROTATING_TOKENS" "$work/tokens.txt" <<'PY'
+issue_tokens() {
+  python3 - "$SIDEKEY_PORT" "$ROTATING_TOKENS" "$work/tokens.txt" <<'PY'
 import http.client, json, sys
 port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 conn = http.client.HTTPConnection("127.0.0.1", port)
@@ -76,7 +86,7 @@ with open(path, "w") as out:
         response = conn.getresponse()
         out.write(json.loads(response.read())["token"] + "\n")
 PY
-TOKEN=$(head -n1 "$work/tokens.txt")
+}
 
 cat >"$work/rotate.lua" <<'LUA'
 local tokens = {}
@@ -111,17 +121,34 @@ print(f"{rps:.0f} {ms('50'):.3f} {ms('99'):.3f} {bad.group(1) if bad else 0}{' '
 PY
 }
 
-printf '%-34s %5s %12s %9s %9s %8s\n' scenario conns req/s p50_ms p99_ms non2xx
+printf '%-40s %5s %12s %9s %9s %8s\n' scenario conns req/s p50_ms p99_ms non2xx
 report() { # name connections result...
-  printf '%-34s %5s %12s %9s %9s %8s\n' "$1" "$2" $3 $4 $5 "${6:-0}"
+  printf '%-40s %5s %12s %9s %9s %8s\n' "$1" "$2" $3 $4 $5 "${6:-0}"
 }
 for c in $CONNECTIONS; do
   report "nginx return 200" "$c" $(measure "$c" "http://127.0.0.1:$NGINX_PORT/")
-  report "sidekey verify (one token)" "$c" \
-    $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/auth/verify" -H "Authorization: Bearer $TOKEN")
-  report "sidekey verify ($ROTATING_TOKENS tokens)" "$c" \
-    $(TOKENS_FILE="$work/tokens.txt" measure "$c" "http://127.0.0.1:$SIDEKEY_PORT" -s "$work/rotate.lua")
-  report "sidekey issue (POST /v1/sessions)" "$c" \
-    $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/sessions" -s "$work/issue.lua")
 done
-echo "sidekey RSS after the run: $(ps -o rss= -p "${pids[0]}") KiB"
+for store in $STORES; do
+  case $store in
+    memory) url=memory ;;
+    redis) url=${REDIS_URL:-redis://127.0.0.1:6379} ;;
+  esac
+  prefix="bench-$(date +%s)-$RANDOM"
+  start_sidekey "$url" "$prefix"
+  issue_tokens
+  TOKEN=$(head -n1 "$work/tokens.txt")
+  for c in $CONNECTIONS; do
+    report "[$store] verify (one token)" "$c" \
+      $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/auth/verify" -H "Authorization: Bearer $TOKEN")
+    report "[$store] verify ($ROTATING_TOKENS tokens)" "$c" \
+      $(TOKENS_FILE="$work/tokens.txt" measure "$c" "http://127.0.0.1:$SIDEKEY_PORT" -s "$work/rotate.lua")
+    report "[$store] issue (POST /v1/sessions)" "$c" \
+      $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/sessions" -s "$work/issue.lua")
+  done
+  echo "[$store] sidekey RSS after the run: $(ps -o rss= -p "$sidekey_pid") KiB"
+  kill "$sidekey_pid"; wait "$sidekey_pid" 2>/dev/null || true
+  if [ "$store" = redis ]; then
+    # The run's sessions would otherwise live for an hour in a Redis that other runs share.
+    redis-cli -u "$url" --scan --pattern "*$prefix*" | xargs -r -n 1000 redis-cli -u "$url" del >/dev/null
+  fi
+done

@@ -119,11 +119,20 @@ impl Default for SessionConfig {
 pub struct StoreConfig {
     pub url: String,
     pub prefix: String,
+    /// How long connecting to Redis may take before a request fails with 503.
+    pub connect_timeout_ms: u64,
+    /// How long one Redis command may take before a request fails with 503.
+    pub command_timeout_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: "memory".to_owned(), prefix: "sidekey".to_owned() }
+        Self {
+            url: "memory".to_owned(),
+            prefix: "sidekey".to_owned(),
+            connect_timeout_ms: 1000,
+            command_timeout_ms: 500,
+        }
     }
 }
 
@@ -313,10 +322,14 @@ pub struct SessionOverrides {
 /// Store overrides.
 #[derive(Debug, Clone, Default, Serialize, clap::Args)]
 pub struct StoreOverrides {
-    /// Session store: `memory` [default: memory].
+    /// Session store: `memory`, or `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://` [default: memory].
     #[arg(long = "store", env = "SIDEKEY_STORE")]
     #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Key prefix in a shared store [default: sidekey].
+    #[arg(long = "store-prefix", env = "SIDEKEY_STORE_PREFIX")]
+    #[serde(rename = "prefix", skip_serializing_if = "Option::is_none")]
+    pub store_prefix: Option<String>,
 }
 
 /// Secret source overrides.
@@ -360,7 +373,7 @@ macro_rules! all_none {
 }
 all_none!(
     SessionOverrides { default_ttl, min_ttl, max_ttl, max_lifetime },
-    StoreOverrides { store },
+    StoreOverrides { store, store_prefix },
     SecretsOverrides { secrets },
     LogOverrides { log_format, log_filter },
     AdminOverrides { token },

@@ -20,7 +20,10 @@ use anyhow::{Context, bail};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, Server};
 use sidekey_adapters::http::{self, AdminCredential, HttpSettings, HttpState, MetricsRenderer};
-use sidekey_adapters::{EnvSecretSource, FileSecretSource, InMemorySessionStore, SystemClock};
+use sidekey_adapters::{
+    EnvSecretSource, FileSecretSource, InMemorySessionStore, RedisSessionStore, RedisStoreSettings,
+    SystemClock,
+};
 use sidekey_application::{SecretSource, SessionService, SessionStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,15 +33,17 @@ pub use config::Config;
 /// Builds the HTTP application a configuration describes. Must run inside a Tokio runtime (the memory
 /// store starts its purge task).
 ///
+/// The URL a store was given is never logged: it may hold a Redis password.
+///
 /// # Errors
 /// When the configuration asks for something contradictory or not available in this build.
-pub fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<impl Endpoint + 'static> {
+pub async fn build(
+    config: &Config,
+    metrics: Option<MetricsRenderer>,
+) -> anyhow::Result<impl Endpoint + 'static> {
     let policy = config.session_policy()?;
     let clock = Arc::new(SystemClock);
-    let store: Arc<dyn SessionStore> = match config.store.url.as_str() {
-        "memory" => Arc::new(InMemorySessionStore::new(clock.clone())),
-        other => bail!("store.url = {other:?} is not supported by this build (use \"memory\")"),
-    };
+    let store = session_store(config, clock.clone()).await?;
     let secrets: Arc<dyn SecretSource> = match config.secrets.source.as_str() {
         "env" => Arc::new(EnvSecretSource),
         source if source.starts_with("file:") => Arc::new(FileSecretSource::new(&source["file:".len()..])),
@@ -64,6 +69,40 @@ pub fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Resul
     });
     Ok(http::app(state, HttpSettings { body_limit: config.http.body_limit_bytes }))
 }
+
+/// The session store `store.url` names.
+async fn session_store(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<Arc<dyn SessionStore>> {
+    let url = config.store.url.as_str();
+    if url == "memory" {
+        return Ok(Arc::new(InMemorySessionStore::new(clock)));
+    }
+    if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
+        bail!("store.url must be \"memory\" or a redis://, rediss://, redis+unix:// or redis+cluster:// URL");
+    }
+    let settings = RedisStoreSettings {
+        url: url.to_owned(),
+        prefix: config.store.prefix.clone(),
+        connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
+        command_timeout: Duration::from_millis(config.store.command_timeout_ms),
+    };
+    // Redis being down is not a reason to refuse to start: /readyz says so and the store reconnects.
+    let store = RedisSessionStore::connect(settings, clock)
+        .await
+        .map_err(|error| anyhow::anyhow!("store.url is not a usable Redis URL: {error}"))?;
+    Ok(Arc::new(store))
+}
+
+/// A store URL fit for a log line: a password in `redis://user:password@host` becomes `***`.
+fn without_credentials(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|index| index + 3) else { return url.to_owned() };
+    match url[scheme_end..].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme_end], &url[scheme_end + at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The URL schemes that select the Redis store.
+const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "redis+cluster://"];
 
 /// A server started by [`spawn`].
 pub struct RunningServer {
@@ -96,7 +135,7 @@ impl RunningServer {
 /// # Errors
 /// When the configuration is invalid or the address cannot be bound.
 pub async fn spawn(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<RunningServer> {
-    let app = build(config, metrics)?;
+    let app = build(config, metrics).await?;
     let addr = config.listen_addr()?;
     let acceptor =
         TcpListener::bind(addr).into_acceptor().await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -133,7 +172,7 @@ pub async fn serve(
     let server = spawn(config, metrics).await?;
     tracing::info!(
         addr = %server.addr,
-        store = %config.store.url,
+        store = %without_credentials(&config.store.url),
         secrets = %config.secrets.source,
         admin_api = config.admin.token.is_some(),
         "sidekey is listening"
@@ -164,5 +203,18 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn store_urls_lose_their_credentials_before_they_are_logged() {
+        assert_eq!(without_credentials("redis://:s3cret@10.0.0.1:6379/0"), "redis://***@10.0.0.1:6379/0");
+        assert_eq!(without_credentials("rediss://user:p@ss@h:6380"), "rediss://***@h:6380");
+        assert_eq!(without_credentials("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(without_credentials("memory"), "memory");
     }
 }
