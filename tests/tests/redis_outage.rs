@@ -3,7 +3,6 @@
 //! restart, with the sessions Redis persisted still valid.
 
 #[path = "../../adapters/tests/support/redis_server.rs"]
-#[allow(dead_code)] // the harness serves several test binaries; this one uses part of it
 mod redis_server;
 
 use std::time::{Duration, Instant};
