@@ -6,14 +6,19 @@
 //! - [`json_body`]: the size-limited JSON body extractor that names invalid fields.
 //! - [`auth`]: the bearer extractors ([`auth::VerifiedSession`] for any route that needs a session).
 //! - [`session_api`], [`admin_api`], [`operations_api`]: the routes of the contract's sections.
+//! - [`proxy_route`]: `ANY /v1/proxy/{upstream}/…` and `ANY /v1/chatkit/…`, outside the OpenAPI document
+//!   (any method, any body), on the transport in [`crate::proxy`].
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
+//! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
 
 pub mod admin_api;
 pub mod auth;
+pub mod cors;
 pub mod json_body;
 pub mod middleware;
 pub mod operations_api;
 pub mod problem;
+pub mod proxy_route;
 pub mod session_api;
 
 use std::sync::Arc;
@@ -23,6 +28,9 @@ use poem_openapi::{OpenApiService, Tags};
 use sidekey_application::SessionService;
 
 pub use auth::{AdminCredential, VerifiedSession, authenticate};
+pub use cors::{CorsConfigError, CorsSettings};
+
+use crate::proxy::Proxy;
 
 /// Renders the metrics registry as Prometheus text.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -35,6 +43,10 @@ pub struct HttpState {
     pub admin: Option<AdminCredential>,
     /// The metrics registry, when one is installed.
     pub metrics: Option<MetricsRenderer>,
+    /// The configured upstreams; `None` when there are none (the proxy routes answer 404).
+    pub proxy: Option<Proxy>,
+    /// The browser origins allowed by CORS (none: no CORS headers at all).
+    pub cors: CorsSettings,
 }
 
 /// Limits of the HTTP layer.
@@ -97,7 +109,11 @@ pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> impl Endpoint + 'st
         .nest("/", service.into_endpoint())
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        // Unstripped: the route reads the path below the prefix exactly as the client encoded it.
+        .nest_no_strip(proxy_route::PROXY_PREFIX, proxy_route::ProxyRoute::Named)
+        .nest_no_strip(proxy_route::CHATKIT_PREFIX, proxy_route::ProxyRoute::ChatKit)
         .around(middleware::around)
+        .around(cors::around)
         .data(settings)
         .data(state)
 }

@@ -10,16 +10,20 @@
 //!   real keys sealed with a key derived from the token.
 //! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`) and [`FileSecretSource`] (`file:DIR`).
 //! - [`http`]: the poem-openapi interface: session, admin and operations routes, problem+json errors,
-//!   the bearer extractors, metrics and the OpenAPI document.
+//!   the bearer extractors, metrics and the OpenAPI document; the proxy routes and CORS.
+//! - [`proxy`]: the protected proxy's transport: validated upstreams, the header rules, the streamed
+//!   bodies and the pooled HTTP client that carries the real key to the upstreams that may have it.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod http;
 pub mod memory;
+pub mod proxy;
 pub mod redis;
 pub mod secrets;
 
 pub use clock::SystemClock;
 pub use memory::InMemorySessionStore;
+pub use proxy::{Proxy, UpstreamSettings};
 pub use redis::{RedisSessionStore, RedisStoreSettings};
 pub use secrets::{EnvSecretSource, FileSecretSource};

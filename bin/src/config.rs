@@ -5,14 +5,18 @@
 //! default, so an empty file, or none, is valid. Unknown keys are refused, so a typo fails at start-up
 //! instead of silently running with a default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
+use sidekey_adapters::UpstreamSettings;
+use sidekey_adapters::http::CorsSettings;
 use sidekey_domain::SessionPolicy;
 
 /// A configured secret (admin token, shared secrets): `Debug` is redacted so the configuration can be
@@ -210,24 +214,91 @@ pub struct DirectoryConfig {
     pub url: Option<String>,
 }
 
-/// `[[upstreams]]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// `[[upstreams]]`: one proxied upstream (validated at start-up by `sidekey_adapters::proxy`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct UpstreamConfig {
+    /// The name in `/v1/proxy/{name}/…`; `chatkit` also serves `/v1/chatkit/…`.
     pub name: String,
+    /// `http(s)://host[:port][/base/path]`.
     pub base_url: String,
+    /// Exact `secret_key_id`s or trailing-`*` patterns whose real key may be sent here.
     pub allowed_secret_key_ids: Vec<String>,
+    /// The header carrying the real key [default: authorization].
     pub credential_header: Option<String>,
+    /// Written before the key [default: Bearer]; `""` sends the bare key.
     pub credential_scheme: Option<String>,
+    /// Send the key as this query parameter instead of a header.
+    pub credential_query: Option<String>,
+    /// Static headers added to every request.
+    pub headers: BTreeMap<String, String>,
+    /// Longest wait for a connection, TLS handshake included.
+    pub connect_timeout_ms: u64,
+    /// Longest wait from sending the request to the response headers.
+    pub response_timeout_ms: u64,
+    /// Longest silence between two chunks of the response body.
+    pub idle_timeout_ms: u64,
+    /// Largest request body (413 above it).
+    pub max_request_body_bytes: u64,
 }
 
-/// `[cors]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            base_url: String::new(),
+            allowed_secret_key_ids: Vec::new(),
+            credential_header: None,
+            credential_scheme: None,
+            credential_query: None,
+            headers: BTreeMap::new(),
+            connect_timeout_ms: millis(UpstreamSettings::DEFAULT_CONNECT_TIMEOUT),
+            response_timeout_ms: millis(UpstreamSettings::DEFAULT_RESPONSE_TIMEOUT),
+            idle_timeout_ms: millis(UpstreamSettings::DEFAULT_IDLE_TIMEOUT),
+            max_request_body_bytes: UpstreamSettings::DEFAULT_MAX_REQUEST_BODY_BYTES,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl UpstreamConfig {
+    /// The adapter's settings for this upstream (validated when the proxy is built).
+    pub fn settings(&self) -> UpstreamSettings {
+        let mut settings = UpstreamSettings::new(&self.name, &self.base_url);
+        settings.allowed_secret_key_ids.clone_from(&self.allowed_secret_key_ids);
+        if let Some(header) = &self.credential_header {
+            settings.credential_header.clone_from(header);
+        }
+        if let Some(scheme) = &self.credential_scheme {
+            settings.credential_scheme.clone_from(scheme);
+        }
+        settings.credential_query.clone_from(&self.credential_query);
+        settings.headers.clone_from(&self.headers);
+        settings.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        settings.response_timeout = Duration::from_millis(self.response_timeout_ms);
+        settings.idle_timeout = Duration::from_millis(self.idle_timeout_ms);
+        settings.max_request_body_bytes = self.max_request_body_bytes;
+        settings
+    }
+}
+
+/// `[cors]`: browser origins allowed on the session and proxy routes (none: CORS off).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct CorsConfig {
+    /// `scheme://host[:port]` of each frontend.
     pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer.
+    pub max_age_seconds: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self { allowed_origins: Vec::new(), max_age_seconds: CorsSettings::DEFAULT_MAX_AGE.as_secs() }
+    }
 }
 
 /// `[log]`.
@@ -502,6 +573,8 @@ allowed_origins = ["http://localhost:3000"]
         assert_eq!(config.session.default_ttl_seconds, 600);
         assert_eq!(config.admin.token.as_ref().unwrap().expose(), "admin-secret");
         assert_eq!(config.upstreams[0].allowed_secret_key_ids, ["openai-*"]);
+        assert_eq!(config.upstreams[0].response_timeout_ms, 300_000);
+        assert_eq!(config.cors.allowed_origins, ["http://localhost:3000"]);
         let printed = format!("{config:?}");
         for secret in ["admin-secret", "bridge-secret", "\"hs\"", "\"ba\""] {
             assert!(!printed.contains(secret), "Debug shows {secret}: {printed}");
@@ -530,6 +603,53 @@ allowed_origins = ["http://localhost:3000"]
             load(Some(&write("[session]\ndefault_ttl_seconds = \"long\"\n")), &Overrides::default()).is_err()
         );
         assert!(load(Some(&PathBuf::from("/nonexistent/sidekey.toml")), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn an_upstream_with_every_key_becomes_the_adapters_settings() {
+        let file = write(
+            r#"
+[[upstreams]]
+name = "anthropic"
+base_url = "https://api.anthropic.com"
+allowed_secret_key_ids = ["anthropic-prod", "anthropic-*"]
+credential_header = "x-api-key"
+credential_scheme = ""
+headers = { "anthropic-version" = "2023-06-01" }
+connect_timeout_ms = 1000
+response_timeout_ms = 2000
+idle_timeout_ms = 3000
+max_request_body_bytes = 4096
+
+[[upstreams]]
+name = "gemini"
+base_url = "https://generativelanguage.googleapis.com/v1beta"
+allowed_secret_key_ids = ["gemini"]
+credential_query = "key"
+
+[cors]
+allowed_origins = ["http://localhost:3000"]
+max_age_seconds = 60
+"#,
+        );
+        let config = load(Some(&file), &Overrides::default()).unwrap();
+        let anthropic = config.upstreams[0].settings();
+        assert_eq!(anthropic.credential_header, "x-api-key");
+        assert_eq!(anthropic.credential_scheme, "");
+        assert_eq!(anthropic.headers["anthropic-version"], "2023-06-01");
+        assert_eq!(anthropic.connect_timeout, Duration::from_secs(1));
+        assert_eq!(anthropic.response_timeout, Duration::from_secs(2));
+        assert_eq!(anthropic.idle_timeout, Duration::from_secs(3));
+        assert_eq!(anthropic.max_request_body_bytes, 4096);
+        let gemini = config.upstreams[1].settings();
+        assert_eq!(gemini.credential_query.as_deref(), Some("key"));
+        assert_eq!(gemini.credential_header, "authorization");
+        assert_eq!(gemini.credential_scheme, "Bearer");
+        assert_eq!(gemini.response_timeout, UpstreamSettings::DEFAULT_RESPONSE_TIMEOUT);
+        assert_eq!(config.cors.max_age_seconds, 60);
+        assert!(
+            load(Some(&write("[[upstreams]]\nname = \"a\"\ntimeout = 1\n")), &Overrides::default()).is_err()
+        );
     }
 
     #[test]

@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, Server};
-use sidekey_adapters::http::{self, AdminCredential, HttpSettings, HttpState, MetricsRenderer};
+use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpSettings, HttpState, MetricsRenderer};
 use sidekey_adapters::{
-    EnvSecretSource, FileSecretSource, InMemorySessionStore, RedisSessionStore, RedisStoreSettings,
+    EnvSecretSource, FileSecretSource, InMemorySessionStore, Proxy, RedisSessionStore, RedisStoreSettings,
     SystemClock,
 };
 use sidekey_application::{SecretSource, SessionService, SessionStore};
@@ -55,17 +55,22 @@ pub async fn build(
         // Fail closed: running without the caller check that the operator asked for would let anyone in.
         bail!("auth.mode = {:?} is not supported by this build (use \"none\")", config.auth.mode);
     }
-    if !config.upstreams.is_empty() {
-        tracing::warn!(
-            count = config.upstreams.len(),
-            "[[upstreams]] are configured but this build has no proxy"
-        );
-    }
+    let proxy = if config.upstreams.is_empty() {
+        None
+    } else {
+        let settings: Vec<_> = config.upstreams.iter().map(config::UpstreamConfig::settings).collect();
+        Some(Proxy::new(&settings).context("invalid [[upstreams]]")?)
+    };
+    let cors =
+        CorsSettings::new(&config.cors.allowed_origins, Duration::from_secs(config.cors.max_age_seconds))
+            .context("invalid [cors]")?;
     let sessions = Arc::new(SessionService::new(store, secrets, clock, policy));
     let state = Arc::new(HttpState {
         sessions,
         admin: config.admin.token.as_ref().map(|token| AdminCredential::new(token.expose())),
         metrics,
+        proxy,
+        cors,
     });
     Ok(http::app(state, HttpSettings { body_limit: config.http.body_limit_bytes }))
 }
@@ -175,6 +180,8 @@ pub async fn serve(
         store = %without_credentials(&config.store.url),
         secrets = %config.secrets.source,
         admin_api = config.admin.token.is_some(),
+        upstreams = ?config.upstreams.iter().map(|upstream| upstream.name.as_str()).collect::<Vec<_>>(),
+        cors_origins = config.cors.allowed_origins.len(),
         "sidekey is listening"
     );
     stop.await;

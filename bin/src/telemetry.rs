@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Latency buckets in seconds: from 50 µs (a verify on loopback) to 10 s (a stuck secret source).
+/// Latency buckets in seconds, for every `*_duration_seconds` histogram (requests, proxied upstreams):
+/// from 50 µs (a verify on loopback) to 10 s (a stuck secret source or a slow upstream).
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0,
@@ -29,7 +30,7 @@ pub fn install_metrics() -> MetricsRenderer {
     let handle = PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
-                Matcher::Full("sidekey_http_request_duration_seconds".into()),
+                Matcher::Suffix("_duration_seconds".into()),
                 LATENCY_BUCKETS,
             )
             .expect("the latency bucket list is not empty")

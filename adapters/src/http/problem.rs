@@ -65,6 +65,10 @@ pub enum ErrorCode {
     NotReady,
     /// 504: the secret source did not answer in time.
     SecretSourceTimeout,
+    /// 502: a proxied upstream refused, reset or closed the connection, or could not be reached.
+    UpstreamError,
+    /// 504: a proxied upstream did not connect or answer with its headers in time.
+    UpstreamTimeout,
     /// 500: a fault of sidekey's own (never bad input).
     Internal,
 }
@@ -86,6 +90,8 @@ impl ErrorCode {
             Self::StoreUnavailable => "store_unavailable",
             Self::NotReady => "not_ready",
             Self::SecretSourceTimeout => "secret_source_timeout",
+            Self::UpstreamError => "upstream_error",
+            Self::UpstreamTimeout => "upstream_timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -100,9 +106,9 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ValidationFailed | Self::UnknownSecretKeyId => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::SecretSourceError => StatusCode::BAD_GATEWAY,
+            Self::SecretSourceError | Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::StoreUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            Self::SecretSourceTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::SecretSourceTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +128,8 @@ impl ErrorCode {
             Self::StoreUnavailable => "The session store is unavailable",
             Self::NotReady => "Not ready",
             Self::SecretSourceTimeout => "The secret source did not answer in time",
+            Self::UpstreamError => "The upstream failed",
+            Self::UpstreamTimeout => "The upstream did not answer in time",
             Self::Internal => "Internal error",
         }
     }
