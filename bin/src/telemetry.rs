@@ -29,10 +29,7 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install_metrics() -> MetricsRenderer {
     let handle = PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("_duration_seconds".into()),
-                LATENCY_BUCKETS,
-            )
+            .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), LATENCY_BUCKETS)
             .expect("the latency bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
