@@ -1,8 +1,21 @@
 //! [`RedisSessionStore`]: the [`SessionStore`] that several sidekey instances share.
 //!
 //! Every instance reads and writes the same Redis, so a session issued on one verifies on all and a
-//! revocation made on one is refused by all from the moment its script returns: there is no local cache
-//! to go stale. The semantics are the in-memory store's (one contract suite runs against both).
+//! revocation made on one is refused by all. Each instance may keep a local cache of the sessions it
+//! read as active (on by default, [`LocalCacheSettings`]), invalidated through Redis pub/sub, so that
+//! a verification costs about what it does on the memory store while a revocation, a refresh or an
+//! expiry decided on any instance is honoured by every instance within 100 ms (in practice within a
+//! pub/sub round trip; see `cache` for how the bound holds even when messages stop arriving). The
+//! semantics are the in-memory store's (one contract suite runs against both, with and without the
+//! cache).
+//!
+//! # Layout
+//! - this module: the store, its reads and writes;
+//! - `cache`: the local cache, its invalidation subscriber and their settings;
+//! - `connection`: one server or a cluster behind one type, every command bounded in time;
+//! - `keys`: key names and value encodings;
+//! - `scripts`: the Lua scripts, one per write;
+//! - `sealing`: the real key at rest.
 //!
 //! # Key layout
 //! 256 shards, by the first byte of the token's SHA-256 digest ([`TokenDigest::shard`]); session ids
@@ -46,6 +59,8 @@
 //! `secret_key_id` and subject, which a revocation by digest does not know: it reads them first, and the
 //! script re-checks them (a session's fields never change while its hash exists). Bulk revocations and
 //! listings run per shard, sixteen shards at a time, and count exactly what their own scripts revoked.
+//! The scripts that change a session's answer (extend, revoke) publish its digest to the local caches
+//! from inside the script, so the message is as atomic as the write.
 //!
 //! # Time
 //! "Now" comes from the [`Clock`] port and is passed to every script; Redis's clock only drives its native
@@ -60,26 +75,45 @@
 //! XChaCha20-Poly1305 under the token's sealing key ([`TokenKeys::sealing_key`], derived from the token,
 //! never sent to Redis), with a random nonce and the digest and session id as associated data; see
 //! `sealing`. A Redis dump, a replica or a backup decrypts nothing without the token. A value that fails
-//! to open reads as [`StoreError::Unavailable`] and is logged with the token's fingerprint only.
+//! to open reads as [`StoreError::Unavailable`] and is logged with the token's fingerprint only. The
+//! local cache holds opened real keys in process memory, as the memory store does, and only for
+//! sessions active when read.
 //!
 //! # Failures
 //! Every call is bounded by the connect timeout plus the command timeout and answers
 //! [`StoreError::Unavailable`] past it. [`RedisSessionStore::connect`] connects nothing: the first
 //! request does (so the service starts while Redis is down), and broken connections are replaced by the
-//! next request, so the store recovers by itself when Redis returns.
+//! next request, so the store recovers by itself when Redis returns. The cache's subscriber has its own
+//! connection, under the same timeouts; while it is down the cache is empty and unused, and it comes
+//! back by itself too.
 //!
 //! Redis should run with `maxmemory-policy noeviction` (or enough memory): every key here carries an
 //! expiry, so a `volatile-*` policy may evict a live session, which then reads as missing or expired.
 //!
+//! # Local cache and Redis Cluster
+//! On Redis Cluster the cache is off (every verification reads Redis, as without it) and the scripts
+//! publish nothing. Classic pub/sub there is broadcast over the cluster bus to every node, and the
+//! subscriber would have to choose a node, follow it through failovers and resharding, and prove its
+//! health the way it does on one server; sharded pub/sub (`SPUBLISH` from the scripts, one shard channel
+//! per hash tag, `SSUBSCRIBE` on each slot's owner) would need the same across slot migrations. Neither
+//! is built or tested here, and a cache that might miss an invalidation is worse than none.
+//!
+//! Rolling upgrades: instances of a version without the cache publish nothing. While any of them
+//! still writes to the shared Redis, run the new ones with the cache off.
+//!
 //! # Metrics
-//! The memory store's live-sessions gauge is not kept here: one instance's count of the sessions it
-//! wrote would be wrong as soon as several instances share Redis (and Redis's own expiry decrements
-//! nothing). Count with `ZCARD` over the `all` indexes if needed.
+//! The cache's counters are listed in `cache`. The memory store's live-sessions gauge is not kept
+//! here: one instance's count of the sessions it wrote would be wrong as soon as several instances
+//! share Redis (and Redis's own expiry decrements nothing). Count with `ZCARD` over the `all` indexes
+//! if needed.
 
+mod cache;
 mod connection;
 mod keys;
 mod scripts;
 mod sealing;
+
+pub use self::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_AGE, LocalCacheSettings, LocalCacheStatus};
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,8 +128,10 @@ use sidekey_application::{
 use sidekey_domain::{
     Metadata, SecretRef, Session, SessionId, SessionParts, Subject, TokenDigest, TokenKeys,
 };
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use self::cache::{LocalCache, Subscriber};
 use self::connection::Connector;
 use self::keys::{
     KeySpace, duration_nanos, from_nanos, instant_text, member, millis_ceil, millis_floor, nanos,
@@ -165,6 +201,9 @@ impl fmt::Debug for RedisStoreSettings {
 /// Share it as `Arc<RedisSessionStore>` (which coerces to `Arc<dyn SessionStore>`).
 pub struct RedisSessionStore {
     inner: Arc<Inner>,
+    /// Dropped with the store, which stops the cache's subscriber task (`None`: no cache). Held here,
+    /// not in `Inner`, which per-shard tasks may keep a moment longer.
+    _subscriber: Option<oneshot::Sender<()>>,
 }
 
 /// What the store's background work (per-shard tasks) shares with it.
@@ -173,6 +212,11 @@ struct Inner {
     keys: KeySpace,
     scripts: Scripts,
     clock: Arc<dyn Clock>,
+    /// The local cache of active lookups; `None` when off.
+    cache: Option<Arc<LocalCache>>,
+    /// Where the scripts publish the digests they change; empty (publish nothing) on Redis Cluster.
+    /// Set whether or not this instance caches: the others may.
+    invalidations: String,
 }
 
 impl RedisSessionStore {
@@ -181,14 +225,59 @@ impl RedisSessionStore {
     /// Connects nothing: the first request does, so the service starts (and its readiness probe says
     /// 503) while Redis is down, and serves once Redis answers.
     ///
+    /// The local cache is on with its defaults ([`LocalCacheSettings::default`]); see
+    /// [`RedisSessionStore::connect_with_cache`].
+    ///
     /// # Errors
     /// [`StoreError::Unavailable`] only for an invalid URL or prefix (a configuration error); the text
     /// never quotes the URL, which may hold a password.
     pub async fn connect(settings: RedisStoreSettings, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Self::connect_with_cache(settings, LocalCacheSettings::default(), clock).await
+    }
+
+    /// As [`RedisSessionStore::connect`], with the local cache as `cache` says (always off on Redis
+    /// Cluster). With the cache on, starts its subscriber task, which connects in the background and
+    /// stops when the store is dropped; until it is subscribed every lookup reads Redis.
+    ///
+    /// # Errors
+    /// As [`RedisSessionStore::connect`].
+    pub async fn connect_with_cache(
+        settings: RedisStoreSettings,
+        cache: LocalCacheSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
         let keys = KeySpace::new(&settings.prefix).map_err(StoreError::Unavailable)?;
         let redis = Connector::new(&settings.url, settings.connect_timeout, settings.command_timeout)
             .map_err(StoreError::Unavailable)?;
-        Ok(Self { inner: Arc::new(Inner { redis, keys, scripts: Scripts::new(), clock }) })
+        let cluster = redis.is_cluster();
+        let invalidations = if cluster { String::new() } else { keys.invalidations() };
+        let (cache, subscriber) = if cache.enabled && cache.capacity > 0 && !cluster {
+            let client = connection::subscriber_client(&settings.url).map_err(StoreError::Unavailable)?;
+            let cache = Arc::new(LocalCache::new(&cache));
+            let subscriber = Subscriber {
+                client,
+                channel: invalidations.clone(),
+                connect_timeout: settings.connect_timeout,
+                command_timeout: settings.command_timeout,
+                clock: Arc::clone(&clock),
+            };
+            (Some(Arc::clone(&cache)), Some(subscriber.spawn(cache)))
+        } else {
+            if cache.enabled && cluster {
+                tracing::info!("the local session cache is off on Redis Cluster");
+            }
+            (None, None)
+        };
+        let inner = Inner { redis, keys, scripts: Scripts::new(), clock, cache, invalidations };
+        Ok(Self { inner: Arc::new(inner), _subscriber: subscriber })
+    }
+
+    /// What the local cache is doing now (all zero and `false` when it is off).
+    pub fn local_cache_status(&self) -> LocalCacheStatus {
+        self.inner
+            .cache
+            .as_ref()
+            .map_or(LocalCacheStatus { enabled: false, live: false, entries: 0 }, |cache| cache.status())
     }
 }
 
@@ -423,7 +512,32 @@ impl Inner {
         Ok(())
     }
 
+    /// From the local cache when it holds the session and may be trusted, else from Redis (and then
+    /// cached, if still allowed once the answer is in: see `cache`).
     async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError> {
+        let Some(cache) = &self.cache else { return self.find_in_redis(keys).await };
+        let digest = keys.digest();
+        if let Some(grant) = cache.get(digest, self.clock.now()) {
+            return Ok(Lookup::Active(grant));
+        }
+        let ticket = cache.ticket(digest);
+        let lookup = self.find_in_redis(keys).await?;
+        if let (Some(ticket), Lookup::Active(grant)) = (ticket, &lookup) {
+            cache.admit(ticket, grant, self.clock.now());
+        }
+        Ok(lookup)
+    }
+
+    /// Drops `digest` from this instance's cache at once, after a write of its own: the subscriber
+    /// would do it on the script's message a moment later, but the next `find` here must already see
+    /// the write.
+    fn forget(&self, digest: &TokenDigest) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(digest);
+        }
+    }
+
+    async fn find_in_redis(&self, keys: &TokenKeys) -> Result<Lookup, StoreError> {
         let (record, sealed) = self.read(keys.digest()).await?;
         let Some(record) = record else { return Ok(Lookup::Missing) };
         let now = self.now();
@@ -436,6 +550,18 @@ impl Inner {
     }
 
     async fn extend(
+        &self,
+        keys: &TokenKeys,
+        expires_at: std::time::SystemTime,
+    ) -> Result<Lookup, StoreError> {
+        let extended = self.extend_in_redis(keys, expires_at).await;
+        // Whatever the answer (an error may come after the script ran), what this instance cached is
+        // no longer known to be current.
+        self.forget(keys.digest());
+        extended
+    }
+
+    async fn extend_in_redis(
         &self,
         keys: &TokenKeys,
         expires_at: std::time::SystemTime,
@@ -470,7 +596,8 @@ impl Inner {
                 .arg(record.subject.as_ref().map_or("", Subject::as_str))
                 .arg(instant_text(wanted))
                 .arg(millis_ceil(wanted))
-                .arg(if id_here { "1" } else { "0" });
+                .arg(if id_here { "1" } else { "0" })
+                .arg(&self.invalidations);
             let answer: Vec<String> = self.redis.script("extend", &invocation).await?;
             return match answer.first().map(String::as_str) {
                 Some("active") => {
@@ -517,7 +644,7 @@ impl Inner {
         let now = self.now();
         let all = self.keys.all(shard);
         let mut invocation = self.scripts.revoke.prepare_invoke();
-        invocation.key(&all).arg(&now.text).arg(now.millis).arg(retention_millis());
+        invocation.key(&all).arg(&now.text).arg(now.millis).arg(retention_millis()).arg(&self.invalidations);
         for candidate in candidates {
             debug_assert_eq!(candidate.digest.shard(), shard);
             let by_subject = candidate
@@ -534,8 +661,11 @@ impl Inner {
                 .arg(candidate.secret_ref.as_str())
                 .arg(candidate.subject.as_ref().map_or("", Subject::as_str));
         }
-        let revoked: u64 = self.redis.script("revoke", &invocation).await?;
-        Ok(revoked)
+        let revoked = self.redis.script::<u64>("revoke", &invocation).await;
+        for candidate in candidates {
+            self.forget(&candidate.digest);
+        }
+        revoked
     }
 
     /// Up to [`PAGE`] members of a shard index whose score says they may still be active, from `offset`.
@@ -766,5 +896,123 @@ impl SessionStore for RedisSessionStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let _: Value = self.inner.redis.query("ping", &redis::cmd("PING")).await?;
         Ok(())
+    }
+}
+
+/// The read/insert race, on a real Redis, with the interleaving under the test's control: this module
+/// can stop a `find` between its Redis read and its cache insert, which the test binaries cannot.
+/// Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`); without it, fails under `CI=true`
+/// and skips otherwise. Keys under a random prefix, deleted at the end.
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use sidekey_domain::{SecretValue, SessionPolicy, Token};
+
+    use super::*;
+    use crate::SystemClock;
+
+    /// How long the subscription may take to come up on a local Redis, or a message to arrive.
+    const WITHIN: Duration = Duration::from_secs(5);
+
+    async fn redis_url() -> Option<String> {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let store =
+            RedisSessionStore::connect(RedisStoreSettings::new(&url, "sidekey-probe"), Arc::new(SystemClock))
+                .await
+                .ok()?;
+        match store.ping().await {
+            Ok(()) if store.inner.redis.is_cluster() => {
+                eprintln!("skipped: the local cache is off on Redis Cluster ({url})");
+                None
+            }
+            Ok(()) => Some(url),
+            Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+                panic!("Redis is not reachable at {url} (CI=true): {why}")
+            }
+            Err(why) => {
+                eprintln!("skipped: Redis is not reachable at {url} ({why})");
+                None
+            }
+        }
+    }
+
+    async fn delete_prefix(url: &str, prefix: &str) {
+        let client = redis::Client::open(url).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<Vec<u8>> =
+            redis::cmd("KEYS").arg(format!("{{{prefix}:*")).query_async(&mut connection).await.unwrap();
+        for key in keys {
+            let _: i64 = redis::cmd("DEL").arg(key).query_async(&mut connection).await.unwrap();
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < WITHIN, "{what} did not happen within {WITHIN:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn issue(token: &Token) -> Grant {
+        let session = Session::issue(
+            SessionId::new_random_in_shard(token.digest().shard()),
+            SecretRef::parse("openai-prod").unwrap(),
+            None,
+            Metadata::default(),
+            SessionPolicy::default().ttl(Some(600)).unwrap(),
+            SystemTime::now(),
+        );
+        Grant { session, secret: Arc::new(SecretValue::new("sk-live-race".to_owned()).unwrap()) }
+    }
+
+    #[tokio::test]
+    async fn a_find_that_read_redis_before_a_revocation_does_not_cache_it_once_the_invalidation_is_in() {
+        let Some(url) = redis_url().await else { return };
+        let prefix = format!("sidekey-race-{}", uuid::Uuid::new_v4().simple());
+        let settings = RedisStoreSettings::new(&url, &prefix);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let writer = RedisSessionStore::connect_with_cache(
+            settings.clone(),
+            LocalCacheSettings { enabled: false, ..LocalCacheSettings::default() },
+            Arc::clone(&clock),
+        )
+        .await
+        .unwrap();
+        let reader = RedisSessionStore::connect(settings, clock).await.unwrap();
+        let cache = Arc::clone(reader.inner.cache.as_ref().expect("the cache is on by default"));
+        until("the reader's subscription", || reader.local_cache_status().live).await;
+
+        let outcome = async move {
+            // Control: nothing in between, and the read is cached (so the check below can fail).
+            let control = Token::generate().unwrap();
+            writer.insert(&control.keys(), issue(&control)).await.unwrap();
+            let ticket = cache.ticket(&control.digest()).unwrap();
+            let Lookup::Active(grant) = reader.inner.find_in_redis(&control.keys()).await.unwrap() else {
+                panic!("the control session is active")
+            };
+            assert!(cache.admit(ticket, &grant, SystemTime::now()), "an undisturbed read is cached");
+            assert_eq!(reader.local_cache_status().entries, 1);
+
+            // The race: the find took its ticket and read the session as active; then another instance
+            // revoked it and the invalidation reached this one; only then does the find try to cache.
+            let token = Token::generate().unwrap();
+            writer.insert(&token.keys(), issue(&token)).await.unwrap();
+            let ticket = cache.ticket(&token.digest()).unwrap();
+            let Lookup::Active(grant) = reader.inner.find_in_redis(&token.keys()).await.unwrap() else {
+                panic!("the session is active before the revocation")
+            };
+            assert!(writer.revoke(&token.digest()).await.unwrap());
+            until("the invalidation's arrival", || ticket.overtaken_in(&cache)).await;
+            assert!(!cache.admit(ticket, &grant, SystemTime::now()), "a revoked session was cached");
+            assert!(matches!(reader.find(&token.keys()).await.unwrap(), Lookup::Revoked));
+            assert_eq!(reader.local_cache_status().entries, 1, "only the control is cached");
+        };
+        let outcome = tokio::spawn(outcome).await;
+        delete_prefix(&url, &prefix).await;
+        if let Err(error) = outcome {
+            std::panic::resume_unwind(error.into_panic());
+        }
     }
 }

@@ -127,6 +127,12 @@ pub struct StoreConfig {
     pub connect_timeout_ms: u64,
     /// How long one Redis command may take before a request fails with 503.
     pub command_timeout_ms: u64,
+    /// Keep active sessions in a local cache invalidated through Redis pub/sub (off for Redis Cluster).
+    pub local_cache: bool,
+    /// Most sessions the local cache holds.
+    pub cache_capacity: usize,
+    /// Longest a session stays in the local cache without being read from Redis again.
+    pub cache_max_age_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -136,6 +142,9 @@ impl Default for StoreConfig {
             prefix: "sidekey".to_owned(),
             connect_timeout_ms: 1000,
             command_timeout_ms: 500,
+            local_cache: true,
+            cache_capacity: 100_000,
+            cache_max_age_ms: 30_000,
         }
     }
 }

@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, Server};
 use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpSettings, HttpState, MetricsRenderer};
+use sidekey_adapters::redis::LocalCacheSettings;
 use sidekey_adapters::{
     EnvSecretSource, FileSecretSource, InMemorySessionStore, Proxy, RedisSessionStore, RedisStoreSettings,
     SystemClock,
@@ -91,7 +92,12 @@ async fn session_store(config: &Config, clock: Arc<SystemClock>) -> anyhow::Resu
         command_timeout: Duration::from_millis(config.store.command_timeout_ms),
     };
     // Redis being down is not a reason to refuse to start: /readyz says so and the store reconnects.
-    let store = RedisSessionStore::connect(settings, clock)
+    let cache = LocalCacheSettings {
+        enabled: config.store.local_cache,
+        capacity: config.store.cache_capacity,
+        max_age: Duration::from_millis(config.store.cache_max_age_ms),
+    };
+    let store = RedisSessionStore::connect_with_cache(settings, cache, clock)
         .await
         .map_err(|error| anyhow::anyhow!("store.url is not a usable Redis URL: {error}"))?;
     Ok(Arc::new(store))

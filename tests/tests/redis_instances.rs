@@ -156,3 +156,47 @@ async fn an_admin_revocation_by_id_and_a_refresh_are_seen_by_the_other_instance(
     assert_eq!(listed["sessions"].as_array().map(Vec::len), Some(0), "{listed}");
     pair.finish().await;
 }
+
+/// Polls `show` on `app` until it answers `expires_at`; returns how long it took.
+async fn time_until_expiry_shown(
+    app: &TestApp,
+    token: &str,
+    expires_at: &Value,
+    bound: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let shown: Value = app.show(token).await.json().await.unwrap();
+        if &shown["expires_at"] == expires_at {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < bound * 10, "still {shown} after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_on_one_instance_reaches_the_other_instances_cache_within_100_ms() {
+    // Each instance caches what it verified (the Redis store's local cache, on by default): A has the
+    // session in memory when B refreshes it, and must answer the new expiry within the bound.
+    let Some(pair) = Pair::start().await else { return };
+    let issued = pair.a.issue_token(SECRET_KEY_ID, Some(60)).await;
+    // So that the refresh moves the expiry (whole seconds); both subscriptions are up by then.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        assert_eq!(pair.a.verify(&issued.token).await.status(), StatusCode::OK);
+    }
+    let before: Value = pair.a.show(&issued.token).await.json().await.unwrap();
+    assert_eq!(before["expires_at"], issued.body["expires_at"]);
+    let refreshed: Value = pair.b.refresh(&issued.token).await.json().await.unwrap();
+    assert_ne!(refreshed["expires_at"], issued.body["expires_at"]);
+    let took =
+        time_until_expiry_shown(&pair.a, &issued.token, &refreshed["expires_at"], REVOCATION_BOUND).await;
+    assert!(took <= REVOCATION_BOUND, "instance A answered the old expiry for {took:?}");
+    // A's own revocation then reaches B, which has verified it too.
+    assert_eq!(pair.b.verify(&issued.token).await.status(), StatusCode::OK);
+    assert_eq!(pair.a.revoke(&issued.token).await.status(), StatusCode::NO_CONTENT);
+    let took = time_until_refused(&pair.b, &issued.token, REVOCATION_BOUND).await;
+    assert!(took <= REVOCATION_BOUND, "instance B accepted a revoked token for {took:?}");
+    pair.finish().await;
+}

@@ -53,10 +53,25 @@ async fn redis_down_is_503_within_a_bound_and_redis_back_is_business_as_usual() 
     assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
 
     redis.stop();
-    let started = Instant::now();
-    let verify = app.verify(&issued.token).await;
-    let took = started.elapsed();
-    assert!(took < UNAVAILABLE_BOUND, "verify took {took:?} with Redis down");
+    // The session was just verified, so the store's local cache holds it; the cache serves only while
+    // its subscription to Redis answered within the last 60 ms, so after that every verification asks
+    // Redis and fails closed. Each request is bounded, and the cache's grace is short.
+    let stopped = Instant::now();
+    let verify = loop {
+        let started = Instant::now();
+        let verify = app.verify(&issued.token).await;
+        let took = started.elapsed();
+        assert!(took < UNAVAILABLE_BOUND, "verify took {took:?} with Redis down");
+        if verify.status() != StatusCode::OK {
+            break verify;
+        }
+        let served = stopped.elapsed();
+        assert!(
+            served < Duration::from_millis(500),
+            "still served from memory {served:?} after Redis stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(header(&verify, "retry-after").as_deref(), Some("1"));
     assert_problem(verify, 503, "store_unavailable").await;
 

@@ -133,6 +133,11 @@ impl Connector {
         Ok(Self { target, deadline: connect_timeout + command_timeout })
     }
 
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     /// Sends one command.
     pub(crate) async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, StoreError> {
         self.bounded(what, |mut connection| async move { cmd.query_async(&mut connection).await }).await
@@ -218,6 +223,18 @@ impl Connector {
             *slot = None;
         }
     }
+}
+
+/// A client for the cache's invalidation subscriber: the server `url` names (one server, not a
+/// cluster), speaking RESP3, so that pub/sub messages arrive as pushes on an ordinary multiplexed
+/// connection (in order with the replies to its heartbeat `PING`s) and reach the subscriber on a tokio
+/// channel. Redis 6 and later speak RESP3; the scripts need 6.2 anyway.
+///
+/// Errors: only an invalid URL, as for [`Connector::new`].
+pub(crate) fn subscriber_client(url: &str) -> Result<redis::Client, String> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|error| invalid_url(&error))?;
+    let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(resp3)).map_err(|error| invalid_url(&error))
 }
 
 /// The node URLs of a cluster URL (`redis+cluster://[user:password@]host:port,host:port[/db][#insecure]`),

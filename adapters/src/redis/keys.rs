@@ -64,6 +64,12 @@ impl KeySpace {
     pub(crate) fn by_subject(&self, shard: u8, subject: &Subject) -> String {
         format!("{}:sub:{}", self.tag(shard), subject.as_str())
     }
+
+    /// The pub/sub channel on which writes announce the digests whose answer they changed:
+    /// `<prefix>:invalidations` (a channel, not a key: it holds nothing and needs no hash tag).
+    pub(crate) fn invalidations(&self) -> String {
+        format!("{}:invalidations", self.prefix)
+    }
 }
 
 /// A digest as an index member: 64 lowercase hex digits.
@@ -153,6 +159,7 @@ mod tests {
         }
         assert_eq!(space.session(&digest), format!("{tag}:s:{}", "ab".repeat(32)));
         assert_eq!(space.tag(7), "{sidekey:07}");
+        assert_eq!(space.invalidations(), "sidekey:invalidations");
     }
 
     #[test]

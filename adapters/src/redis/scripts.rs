@@ -9,6 +9,13 @@
 //! - "now" always comes from the caller (the `Clock` port), never from Redis's `TIME`, so that every
 //!   instance and every test decides expiry by the same clock.
 //!
+//! - every script that changes what a `find` answers for a session that was active (extend, revoke)
+//!   `PUBLISH`es the digests it changed on the invalidation channel it is given (empty: publish nothing,
+//!   as on Redis Cluster), from inside the script, so the message is atomic with the write: no instance
+//!   can read the new state from Redis and miss the message, or get the message before the state. The
+//!   local caches of every instance drop those digests on receipt (see `super::cache`). An insert
+//!   publishes nothing: caches hold only sessions they read as active, never a digest's absence.
+//!
 //! Only standard commands of Redis 6.2+ are used (`SET … PXAT` is the newest).
 
 use redis::Script;
@@ -85,7 +92,8 @@ return found
 ///
 /// KEYS: as [`INSERT`]'s. ARGV: 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member, 6 expected id,
 /// 7 expected secret_key_id, 8 expected subject (empty: none), 9 new expires_at, 10 new expires_at ms,
-/// 11 `1` when KEYS[6] is the id entry.
+/// 11 `1` when KEYS[6] is the id entry, 12 invalidation channel (empty: none).
+/// Publishes the member on the channel when it moved the expiry.
 /// Returns `{'active', expires_at}`, `{'revoked'}`, `{'expired'}`, `{'missing'}`, or `{'changed'}` when the
 /// hash no longer holds the session the caller read (it then reads again).
 const EXTEND: &str = r"
@@ -118,6 +126,9 @@ index_add(KEYS[4], ARGV[10], ARGV[5], ARGV[3], ARGV[4])
 if ARGV[8] ~= '' then
   index_add(KEYS[5], ARGV[10], ARGV[5], ARGV[3], ARGV[4])
 end
+if ARGV[12] ~= '' then
+  redis.call('PUBLISH', ARGV[12], ARGV[5])
+end
 return {'active', ARGV[9]}
 ";
 
@@ -125,16 +136,18 @@ return {'active', ARGV[9]}
 ///
 /// KEYS: 1 `all` index, then 4 per session: session hash, sealed key, `ref` index, `sub` index (or the
 /// `all` index again when there is no subject).
-/// ARGV: 1 now, 2 now ms, 3 retention ms, then 4 per session: member, expected id, expected
-/// secret_key_id, expected subject (empty: none).
+/// ARGV: 1 now, 2 now ms, 3 retention ms, 4 invalidation channel (empty: none), then 4 per session:
+/// member, expected id, expected secret_key_id, expected subject (empty: none).
 /// Returns how many active sessions it revoked. A session that is not active (revoked, expired, gone)
-/// or no longer the one the caller read is left as it is and not counted.
+/// or no longer the one the caller read is left as it is and not counted. Publishes the members it
+/// revoked, space-separated, in one message (at most a page: 256 × 65 bytes).
 const REVOKE: &str = r"
 local revoked = 0
 local touched = {}
+local members = {}
 for i = 0, (#KEYS - 1) / 4 - 1 do
   local hash, sealed, by_ref, by_sub = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i]
-  local member, id, ref, sub = ARGV[4 + 4 * i], ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i]
+  local member, id, ref, sub = ARGV[5 + 4 * i], ARGV[6 + 4 * i], ARGV[7 + 4 * i], ARGV[8 + 4 * i]
   local f = redis.call('HMGET', hash, 'id', 'secret_key_id', 'subject', 'expires_at', 'state')
   if f[1] == id and f[2] == ref and (f[3] or '') == sub and f[5] == 'active' and f[4]
       and f[4] > ARGV[1] and redis.call('EXISTS', sealed) == 1 then
@@ -150,11 +163,15 @@ for i = 0, (#KEYS - 1) / 4 - 1 do
       touched[by_sub] = true
     end
     revoked = revoked + 1
+    members[revoked] = member
   end
 end
 prune_index(KEYS[1], ARGV[2], ARGV[3])
 for key in pairs(touched) do
   expire_index(key, ARGV[3])
+end
+if revoked > 0 and ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], table.concat(members, ' '))
 end
 return revoked
 ";
