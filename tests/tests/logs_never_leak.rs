@@ -3,50 +3,18 @@
 //! Its own test binary because it installs the process's global tracing subscriber (TRACE for every target,
 //! `log` records included), writing human and JSON lines into memory, and then runs one whole scenario.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, fingerprint, send, spawn_app};
+use sidekey_tests::{LogCapture, OTHER_SECRET_KEY_ID, SECRET_KEY_ID, fingerprint, send, spawn_app};
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Every log line written, by both layers.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-fn install_capture() -> Capture {
-    let capture = Capture::default();
+fn install_capture() -> LogCapture {
+    let capture = LogCapture::default();
     tracing_subscriber::registry()
         .with(LevelFilter::TRACE)
         .with(

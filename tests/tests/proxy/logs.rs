@@ -4,43 +4,17 @@
 //! connections and the proxy's client on the test's own thread), so other tests running meanwhile are
 //! neither captured nor slowed.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use reqwest::Method;
-use sidekey_tests::{SECRET_KEY_ID, send};
+use sidekey_tests::{LogCapture, SECRET_KEY_ID, send};
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::upstream::{FakeUpstream, closed_port};
 use super::{app_with, upstream_config};
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn no_real_key_or_token_reaches_the_logs_of_proxied_requests() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let subscriber = tracing_subscriber::registry()
         .with(LevelFilter::TRACE)
         .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(capture.clone()))
@@ -82,8 +56,7 @@ async fn no_real_key_or_token_reaches_the_logs_of_proxied_requests() {
     let real_key = app.real_key.clone();
     app.shutdown().await;
 
-    let logs =
-        String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned();
+    let logs = capture.text();
     assert!(!logs.contains(&real_key), "the real key is in the logs");
     assert!(!logs.contains(&issued.token), "the token is in the logs");
     // The trail is there: the proxied requests, the refusal and the failures, by upstream and session.
