@@ -203,6 +203,12 @@ impl SessionService {
         &self.policy
     }
 
+    /// The service clock's current time, for adapters that must agree with it (the HTTP layer's
+    /// `expires_in`).
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
     /// Issues a session: checks the TTL, fetches the real key just in time, stores the session under the
     /// digest of a fresh token, and returns the token.
     ///
@@ -439,14 +445,6 @@ fn store_cause(error: StoreError) -> String {
     match error {
         StoreError::Unavailable(cause) => cause,
         StoreError::Conflict => StoreError::Conflict.to_string(),
-    }
-}
-
-/// The time the service runs on, for adapters that need to agree with it (the HTTP layer's `expires_in`).
-impl SessionService {
-    /// The service clock's current time.
-    pub fn now(&self) -> SystemTime {
-        self.clock.now()
     }
 }
 

@@ -58,9 +58,8 @@ async fn verify_token(state: &HttpState, token: &str) -> Result<Grant, ApiError>
 pub(crate) fn verify_error(error: VerifyError) -> ApiError {
     match error {
         VerifyError::Rejected(rejection) => ApiError::new(ErrorCode::InvalidToken, rejection.to_string()),
-        VerifyError::StoreUnavailable(cause) => {
-            // The cause was logged by the use case; the client learns only that it may retry.
-            let _ = cause;
+        // The cause was logged by the use case; the client learns only that it may retry.
+        VerifyError::StoreUnavailable(_) => {
             ApiError::new(ErrorCode::StoreUnavailable, "the session store is unavailable; retry shortly")
         }
     }
