@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
 use poem_openapi::{OpenApiService, Tags};
-use sidekey_application::SessionService;
+use sidekey_application::{CallerAuthenticator, SessionService};
 
 pub use auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
@@ -47,6 +47,8 @@ pub struct HttpState {
     pub proxy: Option<Proxy>,
     /// The browser origins allowed by CORS (none: no CORS headers at all).
     pub cors: CorsSettings,
+    /// Who may create sessions; `None` (`auth.mode = none`) lets any caller that reaches sidekey.
+    pub callers: Option<Arc<CallerAuthenticator>>,
 }
 
 /// Limits of the HTTP layer.

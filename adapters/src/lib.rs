@@ -4,6 +4,8 @@
 //! statuses, and only its `http` module maps application errors to the contract's problem+json codes.
 //!
 //! # Layout
+//! - [`bridge`]: real keys asked of a bridge over an event bus (in-process or Redis), sealed to the
+//!   asking instance; the `sidekey bridge` side; rotation announcements.
 //! - [`clock`]: [`SystemClock`], the `Clock` port on the operating system's wall clock.
 //! - [`memory`]: [`InMemorySessionStore`], sessions in process memory with automatic expiry.
 //! - [`redis`]: [`RedisSessionStore`], sessions in Redis (or Redis Cluster) shared by several instances,
@@ -15,7 +17,10 @@
 //!   bodies and the pooled HTTP client that carries the real key to the upstreams that may have it.
 #![forbid(unsafe_code)]
 
+pub mod bridge;
+pub mod callers;
 pub mod clock;
+pub mod directory;
 pub mod http;
 pub mod memory;
 pub mod proxy;
@@ -26,4 +31,4 @@ pub use clock::SystemClock;
 pub use memory::InMemorySessionStore;
 pub use proxy::{Proxy, UpstreamSettings};
 pub use redis::{RedisSessionStore, RedisStoreSettings};
-pub use secrets::{EnvSecretSource, FileSecretSource};
+pub use secrets::{EnvSecretSource, FileSecretSource, TomlFileSecretSource};

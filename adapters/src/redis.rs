@@ -108,7 +108,7 @@
 //! if needed.
 
 mod cache;
-mod connection;
+pub(crate) mod connection;
 mod keys;
 mod scripts;
 mod sealing;

@@ -1,4 +1,5 @@
-//! Secret sources that read real keys from this machine: the environment or a directory of files.
+//! Secret sources that read real keys from this machine: the environment, a directory of files, or a
+//! TOML file.
 //!
 //! Both read just in time, at each issuance, never at start-up, so a key changed in the environment of a
 //! restarted bridge or rewritten in its file is picked up by the next session without restarting sidekey.
@@ -107,6 +108,63 @@ impl SecretSource for FileSecretSource {
     }
 }
 
+/// Real keys from one TOML file of `name = "key"` lines (a `[secrets]` table, or top-level keys):
+/// what an operator keeps for a bridge. Read again at each fetch, so an edited file is picked up.
+#[derive(Debug, Clone)]
+pub struct TomlFileSecretSource {
+    path: PathBuf,
+}
+
+impl TomlFileSecretSource {
+    /// A source over the file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    async fn read(&self) -> Result<toml::Table, SecretSourceError> {
+        let read = tokio::time::timeout(FILE_READ_TIMEOUT, tokio::fs::read_to_string(&self.path)).await;
+        let text = zeroize::Zeroizing::new(
+            read.map_err(|_| SecretSourceError::Timeout(FILE_READ_TIMEOUT))?.map_err(|error| {
+                SecretSourceError::Failed(format!("cannot read {}: {}", self.path.display(), error.kind()))
+            })?,
+        );
+        // The parser's message may quote the file, which holds keys: only say where it failed.
+        text.parse::<toml::Table>().map_err(|error| {
+            SecretSourceError::Failed(format!(
+                "{} is not valid TOML (at byte {:?})",
+                self.path.display(),
+                error.span().map(|span| span.start)
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl SecretSource for TomlFileSecretSource {
+    async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError> {
+        let mut table = self.read().await?;
+        let value = match table.remove("secrets") {
+            Some(toml::Value::Table(mut secrets)) => secrets.remove(secret_ref.as_str()),
+            _ => table.remove(secret_ref.as_str()),
+        };
+        match value {
+            Some(toml::Value::String(text)) => SecretValue::new(text).map_err(|error| {
+                SecretSourceError::Failed(format!(
+                    "secret {secret_ref} in the TOML file is unusable: {error}"
+                ))
+            }),
+            Some(_) => Err(SecretSourceError::Failed(format!(
+                "secret {secret_ref} in the TOML file is not a string"
+            ))),
+            None => Err(SecretSourceError::NotFound),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), SecretSourceError> {
+        self.read().await.map(drop)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +192,25 @@ mod tests {
         std::fs::remove_dir_all(&directory).unwrap();
         assert!(source.ping().await.is_err());
         assert!(matches!(source.fetch(&name("openai-prod")).await, Err(SecretSourceError::Failed(_))));
+    }
+
+    #[tokio::test]
+    async fn the_toml_source_reads_a_secrets_table_or_top_level_keys_and_never_quotes_the_file() {
+        let path =
+            std::env::temp_dir().join(format!("sidekey-secrets-{}-{}.toml", std::process::id(), line!()));
+        let source = TomlFileSecretSource::new(&path);
+        assert!(matches!(source.ping().await, Err(SecretSourceError::Failed(_))));
+        std::fs::write(&path, "[secrets]\n\"openai-prod\" = \"sk-toml-1\"\nnumber = 3\n").unwrap();
+        assert_eq!(source.fetch(&name("openai-prod")).await.unwrap().expose(), "sk-toml-1");
+        assert_eq!(source.fetch(&name("absent")).await.unwrap_err(), SecretSourceError::NotFound);
+        assert!(matches!(source.fetch(&name("number")).await, Err(SecretSourceError::Failed(_))));
+        std::fs::write(&path, "anthropic = \"sk-top-level\"\n").unwrap();
+        assert_eq!(source.fetch(&name("anthropic")).await.unwrap().expose(), "sk-top-level");
+        std::fs::write(&path, "broken = \"sk-leaky-secret\n").unwrap();
+        let Err(SecretSourceError::Failed(cause)) = source.fetch(&name("broken")).await else {
+            panic!("a broken file must fail")
+        };
+        assert!(!cause.contains("sk-leaky"), "{cause}");
+        std::fs::remove_file(&path).unwrap();
     }
 }

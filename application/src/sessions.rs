@@ -5,10 +5,11 @@ use std::time::SystemTime;
 
 use metrics::Counter;
 use sidekey_domain::{
-    EntropyError, Metadata, SecretRef, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
-    TokenKeys, TokenParseError, TtlError,
+    EntropyError, Metadata, MetadataError, SecretRef, Session, SessionId, SessionPolicy, Subject, Token,
+    TokenDigest, TokenKeys, TokenParseError, TtlError,
 };
 
+use crate::callers::{CALLER_SESSION_KEY, CascadeCheck, DirectoryError};
 use crate::ports::{
     Clock, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore,
     StoreError,
@@ -28,6 +29,9 @@ pub struct IssueRequest {
     pub metadata: Metadata,
     /// The authenticated caller, when caller authentication is on.
     pub subject: Option<Subject>,
+    /// The caller's sign-in session, when the caller was checked against a directory: the session
+    /// issued ends when it ends (see [`CascadeCheck`]).
+    pub caller_session: Option<String>,
 }
 
 /// A new session and the token that stands for it; the only place the token exists in clear.
@@ -54,12 +58,18 @@ pub enum IssueError {
     /// The secret source failed.
     #[error("the secret source failed: {0}")]
     SecretSourceFailed(String),
+    /// The secret source cannot be asked now (transient).
+    #[error("the secret source is unavailable: {0}")]
+    SecretSourceUnavailable(String),
     /// The store could not keep the session.
     #[error("the session store is unavailable: {0}")]
     StoreUnavailable(String),
     /// The OS had no randomness for a token.
     #[error(transparent)]
     Entropy(#[from] EntropyError),
+    /// The metadata, with the caller's sign-in session added, breaks the limits.
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetadataError),
 }
 
 /// Why a presented token does not verify. Each reason is told to the client (RFC 6750
@@ -101,6 +111,10 @@ pub enum VerifyError {
     /// The store could not be asked (fail closed; the client may retry).
     #[error("the session store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// The session is bound to a sign-in session, and the directory that knows whether it still
+    /// stands could not be asked (fail closed; the client may retry).
+    #[error("the user directory is unavailable: {0}")]
+    DirectoryUnavailable(String),
 }
 
 /// Why a session could not be refreshed: the same reasons as verification.
@@ -126,12 +140,14 @@ pub struct Readiness {
     pub store: Result<(), StoreError>,
     /// The secret source's answer to a ping.
     pub secrets: Result<(), SecretSourceError>,
+    /// The user directory's answer to a ping (`Ok` when there is none).
+    pub directory: Result<(), DirectoryError>,
 }
 
 impl Readiness {
     /// Whether every dependency answered.
     pub fn is_ready(&self) -> bool {
-        self.store.is_ok() && self.secrets.is_ok()
+        self.store.is_ok() && self.secrets.is_ok() && self.directory.is_ok()
     }
 }
 
@@ -185,6 +201,7 @@ pub struct SessionService {
     clock: Arc<dyn Clock>,
     policy: SessionPolicy,
     counters: Counters,
+    cascade: Option<Arc<CascadeCheck>>,
 }
 
 impl SessionService {
@@ -195,7 +212,14 @@ impl SessionService {
         clock: Arc<dyn Clock>,
         policy: SessionPolicy,
     ) -> Self {
-        Self { store, secrets, clock, policy, counters: Counters::new() }
+        Self { store, secrets, clock, policy, counters: Counters::new(), cascade: None }
+    }
+
+    /// Ends sessions whose caller's sign-in session ended, as `cascade` finds out.
+    #[must_use]
+    pub fn with_cascade(mut self, cascade: Arc<CascadeCheck>) -> Self {
+        self.cascade = Some(cascade);
+        self
     }
 
     /// The policy sessions are issued under.
@@ -221,7 +245,16 @@ impl SessionService {
             SecretSourceError::NotFound => IssueError::UnknownSecret,
             SecretSourceError::Timeout(_) => IssueError::SecretSourceTimeout,
             SecretSourceError::Failed(cause) => IssueError::SecretSourceFailed(cause),
+            SecretSourceError::Unavailable(cause) => IssueError::SecretSourceUnavailable(cause),
         })?;
+        let metadata = match &request.caller_session {
+            None => request.metadata,
+            Some(caller_session) => {
+                let mut entries = request.metadata.entries().clone();
+                entries.insert(CALLER_SESSION_KEY.to_owned(), caller_session.clone());
+                Metadata::new(entries)?
+            }
+        };
         let token = Token::generate()?;
         let keys = token.keys();
         let digest = *keys.digest();
@@ -230,7 +263,7 @@ impl SessionService {
             SessionId::new_random_in_shard(digest.shard()),
             request.secret_ref,
             request.subject,
-            request.metadata,
+            metadata,
             ttl,
             self.clock.now(),
         );
@@ -362,6 +395,24 @@ impl SessionService {
     /// [`AdminError::StoreUnavailable`].
     #[tracing::instrument(skip_all)]
     pub async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, AdminError> {
+        self.revoke_matching_for(target, "admin").await
+    }
+
+    /// Revokes every session bound to `secret_ref` because its holder announced that the key was
+    /// rotated or withdrawn: the sessions must not keep using the old key.
+    ///
+    /// # Errors
+    /// [`AdminError::StoreUnavailable`].
+    #[tracing::instrument(skip_all, fields(secret_key_id = %secret_ref))]
+    pub async fn revoke_rotated(&self, secret_ref: &SecretRef) -> Result<u64, AdminError> {
+        self.revoke_matching_for(&RevocationTarget::SecretRef(secret_ref.clone()), "bridge").await
+    }
+
+    async fn revoke_matching_for(
+        &self,
+        target: &RevocationTarget,
+        by: &'static str,
+    ) -> Result<u64, AdminError> {
         let revoked = self.store.revoke_matching(target).await.map_err(admin_store_failed)?;
         let (kind, secret_key_id, subject) = match target {
             RevocationTarget::SecretRef(name) => ("secret_key_id", Some(name.as_str()), None),
@@ -371,7 +422,7 @@ impl SessionService {
         tracing::info!(
             target: AUDIT_TARGET,
             event = "sessions.revoked",
-            by = "admin",
+            by,
             kind,
             secret_key_id,
             subject,
@@ -382,7 +433,11 @@ impl SessionService {
 
     /// Asks every dependency whether it can serve.
     pub async fn readiness(&self) -> Readiness {
-        Readiness { store: self.store.ping().await, secrets: self.secrets.ping().await }
+        let directory = match &self.cascade {
+            Some(cascade) => cascade.ping().await,
+            None => Ok(()),
+        };
+        Readiness { store: self.store.ping().await, secrets: self.secrets.ping().await, directory }
     }
 
     fn parse(&self, presented: &str, operation: &'static str) -> Result<TokenKeys, VerifyError> {
@@ -404,11 +459,50 @@ impl SessionService {
         let lookup = self.store.find(keys).await.map_err(|error| self.store_failed(error, operation))?;
         let digest = keys.digest();
         match lookup {
-            Lookup::Active(grant) if !grant.session.is_expired_at(now) => Ok(grant),
+            Lookup::Active(grant) if !grant.session.is_expired_at(now) => {
+                self.check_caller_session(grant, digest, now, operation).await
+            }
             Lookup::Active(_) => Err(self.refuse(Rejection::Expired, Some(digest), operation)),
             Lookup::Revoked => Err(self.refuse(Rejection::Revoked, Some(digest), operation)),
             Lookup::Expired => Err(self.refuse(Rejection::Expired, Some(digest), operation)),
             Lookup::Missing => Err(self.refuse(Rejection::Unknown, Some(digest), operation)),
+        }
+    }
+
+    /// The cascade: a session bound to a sign-in session that ended is revoked and refused.
+    async fn check_caller_session(
+        &self,
+        grant: Grant,
+        digest: &TokenDigest,
+        now: SystemTime,
+        operation: &'static str,
+    ) -> Result<Grant, VerifyError> {
+        let (Some(cascade), Some(caller_session)) =
+            (&self.cascade, grant.session.metadata().entries().get(CALLER_SESSION_KEY))
+        else {
+            return Ok(grant);
+        };
+        match cascade.is_active(caller_session, now).await {
+            Ok(true) => Ok(grant),
+            Ok(false) => {
+                // Revoke rather than merely refuse, so every instance (and every later lookup) agrees
+                // without asking the directory again. A failure here changes nothing: refused anyway.
+                let revoked = self.store.revoke(digest).await;
+                tracing::info!(
+                    target: AUDIT_TARGET,
+                    event = "session.revoked",
+                    by = "cascade",
+                    session_id = %grant.session.id(),
+                    caller_session = %caller_session,
+                    stored = revoked.is_ok(),
+                );
+                Err(self.refuse(Rejection::Revoked, Some(digest), operation))
+            }
+            Err(DirectoryError::Unavailable(cause)) => {
+                self.counters.verify_errors.increment(1);
+                tracing::warn!(operation, %cause, "user directory failed");
+                Err(VerifyError::DirectoryUnavailable(cause))
+            }
         }
     }
 

@@ -154,13 +154,24 @@ impl Default for StoreConfig {
 #[serde(default, deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct SecretsConfig {
+    /// `env`, `file:DIR`, `toml:PATH`, or a `redis://` URL: the event bus to a bridge.
     pub source: String,
+    /// How long an issuance waits for the bridge.
     pub timeout_ms: u64,
+    /// How many distinct requests may wait on the bridge at once (past it: 503 at once).
+    pub max_pending: usize,
+    /// The prefix of the bus's keys and channels in Redis.
+    pub prefix: String,
 }
 
 impl Default for SecretsConfig {
     fn default() -> Self {
-        Self { source: "env".to_owned(), timeout_ms: 5000 }
+        Self {
+            source: "env".to_owned(),
+            timeout_ms: 5000,
+            max_pending: sidekey_adapters::bridge::DEFAULT_MAX_PENDING,
+            prefix: "sidekey".to_owned(),
+        }
     }
 }
 
@@ -169,13 +180,19 @@ impl Default for SecretsConfig {
 #[serde(default, deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct BridgeConfig {
+    /// Where `sidekey bridge` finds keys: `env`, `file:DIR` or `toml:PATH`.
     pub source: String,
+    /// The shared secret that authenticates requests, replies and announcements on the bus.
     pub secret: Option<Secret>,
+    /// How often the bridge reads the keys it served again to announce rotations (0: never).
+    pub watch_interval_ms: u64,
+    /// Requests the bridge answers at once.
+    pub max_concurrent: usize,
 }
 
 impl Default for BridgeConfig {
     fn default() -> Self {
-        Self { source: "env".to_owned(), secret: None }
+        Self { source: "env".to_owned(), secret: None, watch_interval_ms: 5000, max_concurrent: 64 }
     }
 }
 
@@ -190,15 +207,25 @@ pub struct AdminConfig {
 /// `[auth]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct AuthConfig {
+    /// `none` (any caller may create sessions) or `jwt` (callers prove who they are).
     pub mode: String,
+    /// The identity provider's key set (Better Auth: `<base URL>/api/auth/jwks`).
     pub jwks_url: Option<String>,
+    /// A shared secret for HS256 JWTs minted by the app itself (at least 32 bytes).
     pub hs256_secret: Option<Secret>,
+    /// The required `iss`, when set.
     pub issuer: Option<String>,
+    /// The required `aud`, when set.
     pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
     pub leeway_seconds: u64,
+    /// Better Auth's `BETTER_AUTH_SECRET`: accept its session cookie and bearer session tokens.
     pub better_auth_secret: Option<Secret>,
+    /// The key set is fetched again after this long.
+    pub jwks_max_age_seconds: u64,
+    /// An unknown `kid` fetches the key set again at most this often.
+    pub jwks_min_refetch_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -211,16 +238,42 @@ impl Default for AuthConfig {
             audience: None,
             leeway_seconds: 30,
             better_auth_secret: None,
+            jwks_max_age_seconds: 300,
+            jwks_min_refetch_seconds: 10,
         }
     }
 }
 
 /// `[directory]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct DirectoryConfig {
+    /// PostgreSQL holding Better Auth's `user` and `session` tables.
     pub url: Option<String>,
+    /// The schema of those tables, when not on the default search path.
+    pub schema: Option<String>,
+    /// Pooled connections.
+    pub pool_size: usize,
+    /// The bound on connecting.
+    pub connect_timeout_ms: u64,
+    /// The bound on one query.
+    pub query_timeout_ms: u64,
+    /// The bound on how long a session outlives its deleted sign-in session: the directory is asked
+    /// again about a sign-in session at most this often.
+    pub cascade_check_seconds: u64,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            schema: None,
+            pool_size: 16,
+            connect_timeout_ms: 2000,
+            query_timeout_ms: 1000,
+            cascade_check_seconds: 10,
+        }
+    }
 }
 
 /// `[[upstreams]]`: one proxied upstream (validated at start-up by `sidekey_adapters::proxy`).
@@ -369,6 +422,15 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "SecretsOverrides::is_empty")]
     pub secrets: SecretsOverrides,
     #[command(flatten)]
+    #[serde(skip_serializing_if = "BridgeOverrides::is_empty")]
+    pub bridge: BridgeOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "AuthOverrides::is_empty")]
+    pub auth: AuthOverrides,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "DirectoryOverrides::is_empty")]
+    pub directory: DirectoryOverrides,
+    #[command(flatten)]
     #[serde(skip_serializing_if = "LogOverrides::is_empty")]
     pub log: LogOverrides,
     /// The admin token is read from the environment only (`SIDEKEY_ADMIN_TOKEN`): a flag would show it to
@@ -415,10 +477,58 @@ pub struct StoreOverrides {
 /// Secret source overrides.
 #[derive(Debug, Clone, Default, Serialize, clap::Args)]
 pub struct SecretsOverrides {
-    /// Secret source: `env` (SIDEKEY_SECRET_<ID>) or `file:DIR` [default: env].
+    /// Secret source: `env` (SIDEKEY_SECRET_<ID>), `file:DIR`, `toml:PATH`, or `redis://…` (the event
+    /// bus to a bridge) [default: env].
     #[arg(long = "secrets", env = "SIDEKEY_SECRETS")]
     #[serde(rename = "source", skip_serializing_if = "Option::is_none")]
     pub secrets: Option<String>,
+    /// How long an issuance waits for the bridge, in milliseconds [default: 5000].
+    #[arg(long = "secrets-timeout-ms", env = "SIDEKEY_SECRETS_TIMEOUT_MS")]
+    #[serde(rename = "timeout_ms", skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Bridge overrides (the bridge secret is read from the environment only: see [`Overrides`]).
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct BridgeOverrides {
+    /// Where `sidekey bridge` finds keys: `env`, `file:DIR` or `toml:PATH` [default: env].
+    #[arg(long = "bridge-source", env = "SIDEKEY_BRIDGE_SOURCE")]
+    #[serde(rename = "source", skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `SIDEKEY_BRIDGE_SECRET`.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+}
+
+/// Caller authentication overrides (the shared secrets are read from the environment only).
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct AuthOverrides {
+    /// Who may create sessions: `none` or `jwt` [default: none].
+    #[arg(long = "auth-mode", env = "SIDEKEY_AUTH_MODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The identity provider's JWKS URL.
+    #[arg(long = "jwks-url", env = "SIDEKEY_AUTH_JWKS_URL")]
+    #[serde(rename = "jwks_url", skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// `SIDEKEY_AUTH_HS256_SECRET`.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<Secret>,
+    /// `SIDEKEY_BETTER_AUTH_SECRET`.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub better_auth_secret: Option<Secret>,
+}
+
+/// User directory overrides.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct DirectoryOverrides {
+    /// PostgreSQL URL of Better Auth's tables.
+    #[arg(long = "directory", env = "SIDEKEY_DIRECTORY_URL")]
+    #[serde(rename = "url", skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Log overrides.
@@ -454,7 +564,10 @@ macro_rules! all_none {
 all_none!(
     SessionOverrides { default_ttl, min_ttl, max_ttl, max_lifetime },
     StoreOverrides { store, store_prefix },
-    SecretsOverrides { secrets },
+    SecretsOverrides { secrets, timeout_ms },
+    BridgeOverrides { source, secret },
+    AuthOverrides { mode, jwks_url, hs256_secret, better_auth_secret },
+    DirectoryOverrides { url },
     LogOverrides { log_format, log_filter },
     AdminOverrides { token },
 );
@@ -466,6 +579,16 @@ impl Overrides {
             && !token.is_empty()
         {
             self.admin.token = Some(Secret(token));
+        }
+        let secret = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty()).map(Secret);
+        if let Some(secret) = secret("SIDEKEY_BRIDGE_SECRET") {
+            self.bridge.secret = Some(secret);
+        }
+        if let Some(secret) = secret("SIDEKEY_AUTH_HS256_SECRET") {
+            self.auth.hs256_secret = Some(secret);
+        }
+        if let Some(secret) = secret("SIDEKEY_BETTER_AUTH_SECRET") {
+            self.auth.better_auth_secret = Some(secret);
         }
         self
     }

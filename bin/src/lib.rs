@@ -19,13 +19,20 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, Server};
+use sidekey_adapters::bridge::{
+    AnnouncementReason, Bridge, BridgeSecret, BridgeSettings, BusSourceSettings, EventBusSecretSource,
+    RedisBus, RedisBusSettings, announce, spawn_rotation_listener,
+};
 use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpSettings, HttpState, MetricsRenderer};
 use sidekey_adapters::redis::LocalCacheSettings;
 use sidekey_adapters::{
     EnvSecretSource, FileSecretSource, InMemorySessionStore, Proxy, RedisSessionStore, RedisStoreSettings,
-    SystemClock,
+    SystemClock, TomlFileSecretSource,
 };
-use sidekey_application::{SecretSource, SessionService, SessionStore};
+use sidekey_application::{
+    CallerAuthenticator, CascadeCheck, EventBus, SecretSource, SessionService, SessionStore, UserDirectory,
+};
+use sidekey_domain::SecretRef;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -45,17 +52,13 @@ pub async fn build(
     let policy = config.session_policy()?;
     let clock = Arc::new(SystemClock);
     let store = session_store(config, clock.clone()).await?;
-    let secrets: Arc<dyn SecretSource> = match config.secrets.source.as_str() {
-        "env" => Arc::new(EnvSecretSource),
-        source if source.starts_with("file:") => Arc::new(FileSecretSource::new(&source["file:".len()..])),
-        other => {
-            bail!("secrets.source = {other:?} is not supported by this build (use \"env\" or \"file:DIR\")")
-        }
-    };
+    let (secrets, bus) = secret_source(config, clock.clone()).await?;
     if config.auth.mode != "none" {
         // Fail closed: running without the caller check that the operator asked for would let anyone in.
         bail!("auth.mode = {:?} is not supported by this build (use \"none\")", config.auth.mode);
     }
+    let (callers, directory): (Option<Arc<CallerAuthenticator>>, Option<Arc<dyn UserDirectory>>) =
+        (None, None);
     let proxy = if config.upstreams.is_empty() {
         None
     } else {
@@ -65,15 +68,166 @@ pub async fn build(
     let cors =
         CorsSettings::new(&config.cors.allowed_origins, Duration::from_secs(config.cors.max_age_seconds))
             .context("invalid [cors]")?;
-    let sessions = Arc::new(SessionService::new(store, secrets, clock, policy));
+    let mut service = SessionService::new(store, secrets, clock.clone(), policy);
+    if let Some(directory) = directory {
+        let recheck_after = Duration::from_secs(config.directory.cascade_check_seconds);
+        service = service.with_cascade(Arc::new(CascadeCheck::new(directory, recheck_after)));
+    }
+    let sessions = Arc::new(service);
+    if let Some((bus, secret)) = bus {
+        listen_for_rotations(bus, secret, clock, &sessions);
+    }
     let state = Arc::new(HttpState {
         sessions,
         admin: config.admin.token.as_ref().map(|token| AdminCredential::new(token.expose())),
         metrics,
         proxy,
         cors,
+        callers,
     });
     Ok(http::app(state, HttpSettings { body_limit: config.http.body_limit_bytes }))
+}
+
+/// A secret source on this machine: `env`, `file:DIR` or `toml:PATH`; `None` for anything else.
+fn local_secret_source(spec: &str) -> Option<Arc<dyn SecretSource>> {
+    if spec == "env" {
+        Some(Arc::new(EnvSecretSource))
+    } else if let Some(directory) = spec.strip_prefix("file:") {
+        Some(Arc::new(FileSecretSource::new(directory)))
+    } else if let Some(path) = spec.strip_prefix("toml:") {
+        Some(Arc::new(TomlFileSecretSource::new(path)))
+    } else {
+        None
+    }
+}
+
+/// The bus and bridge secret behind an event-bus secret source, for the rotation listener.
+type BusWiring = (Arc<dyn EventBus>, BridgeSecret);
+
+/// The secret source `secrets.source` names, and the bus when it is one.
+async fn secret_source(
+    config: &Config,
+    clock: Arc<SystemClock>,
+) -> anyhow::Result<(Arc<dyn SecretSource>, Option<BusWiring>)> {
+    let spec = config.secrets.source.as_str();
+    if let Some(source) = local_secret_source(spec) {
+        return Ok((source, None));
+    }
+    let bus = event_bus(config)?;
+    let secret = bridge_secret(config)?;
+    let settings = BusSourceSettings {
+        timeout: Duration::from_millis(config.secrets.timeout_ms),
+        max_pending: config.secrets.max_pending,
+    };
+    let source = EventBusSecretSource::start(bus.clone(), secret.clone(), clock, settings)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open the bridge inbox: {error}"))?;
+    Ok((Arc::new(source), Some((bus, secret))))
+}
+
+/// The event bus `secrets.source` names (a Redis URL).
+fn event_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
+    let url = config.secrets.source.as_str();
+    if !["redis://", "rediss://", "redis+unix://"].iter().any(|scheme| url.starts_with(scheme)) {
+        bail!(
+            "secrets.source must be \"env\", \"file:DIR\", \"toml:PATH\" or a redis://, rediss:// or \
+             redis+unix:// URL (the event bus to a bridge)"
+        );
+    }
+    let prefix = &config.secrets.prefix;
+    // Inbox addresses (`{prefix}:bridge:inbox:<uuid>`) must stay printable ASCII within 200 bytes, or
+    // bridges refuse every request.
+    if prefix.is_empty() || prefix.len() > 100 || !prefix.bytes().all(|byte| byte.is_ascii_graphic()) {
+        bail!("secrets.prefix must be 1 to 100 printable ASCII characters without spaces");
+    }
+    let settings = RedisBusSettings {
+        url: url.to_owned(),
+        prefix: config.secrets.prefix.clone(),
+        connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
+        command_timeout: Duration::from_millis(config.store.command_timeout_ms),
+    };
+    let bus = RedisBus::new(settings).map_err(|error| anyhow::anyhow!("secrets.source: {error}"))?;
+    Ok(Arc::new(bus))
+}
+
+/// The bridge secret; required wherever a bus is used (fail closed: unauthenticated replies would let
+/// anyone on the bus hand out keys).
+fn bridge_secret(config: &Config) -> anyhow::Result<BridgeSecret> {
+    let Some(secret) = &config.bridge.secret else {
+        bail!("an event bus needs the bridge secret: set [bridge] secret or SIDEKEY_BRIDGE_SECRET");
+    };
+    BridgeSecret::new(secret.expose()).map_err(|error| anyhow::anyhow!("[bridge] secret: {error}"))
+}
+
+/// Revokes, on this instance's store, every session bound to a key its bridge announces as rotated or
+/// withdrawn. The task ends with the service.
+fn listen_for_rotations(
+    bus: Arc<dyn EventBus>,
+    secret: BridgeSecret,
+    clock: Arc<SystemClock>,
+    sessions: &Arc<SessionService>,
+) {
+    let sessions = Arc::downgrade(sessions);
+    spawn_rotation_listener(bus, secret, clock, move |announcement| {
+        let sessions = sessions.clone();
+        async move {
+            let Some(sessions) = sessions.upgrade() else { return };
+            let secret_ref = announcement.secret_ref;
+            match sessions.revoke_rotated(&secret_ref).await {
+                Ok(revoked) => tracing::info!(
+                    %secret_ref,
+                    reason = announcement.reason.as_str(),
+                    revoked,
+                    "revoked the sessions of an announced key"
+                ),
+                Err(error) => tracing::error!(
+                    %secret_ref,
+                    %error,
+                    "could not revoke the sessions of an announced key"
+                ),
+            }
+        }
+    });
+}
+
+/// Runs `sidekey bridge`: answers the requests on the bus `secrets.source` names from `bridge.source`,
+/// until `stop` completes.
+///
+/// # Errors
+/// When the configuration names no bus, no usable bridge source or no bridge secret.
+pub async fn run_bridge(config: &Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let bus = event_bus(config)?;
+    let secret = bridge_secret(config)?;
+    let Some(source) = local_secret_source(&config.bridge.source) else {
+        bail!("bridge.source must be \"env\", \"file:DIR\" or \"toml:PATH\"");
+    };
+    let settings = BridgeSettings {
+        max_concurrent: config.bridge.max_concurrent,
+        watch_interval: (config.bridge.watch_interval_ms > 0)
+            .then(|| Duration::from_millis(config.bridge.watch_interval_ms)),
+        ..BridgeSettings::default()
+    };
+    let bridge = Bridge::new(bus, secret, source, Arc::new(SystemClock), settings)
+        .map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
+    tracing::info!(source = %config.bridge.source, prefix = %config.secrets.prefix, "bridge starting");
+    bridge.run(stop).await.map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+/// Announces on the bus that `secret_ref` was rotated or withdrawn: every instance revokes the sessions
+/// bound to it.
+///
+/// # Errors
+/// When the configuration names no bus or no bridge secret, or the bus is down.
+pub async fn announce_rotation(
+    config: &Config,
+    secret_ref: &SecretRef,
+    reason: AnnouncementReason,
+) -> anyhow::Result<()> {
+    let bus = event_bus(config)?;
+    let secret = bridge_secret(config)?;
+    announce(bus.as_ref(), &secret, secret_ref, reason, std::time::SystemTime::now())
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 /// The session store `store.url` names.
@@ -184,7 +338,7 @@ pub async fn serve(
     tracing::info!(
         addr = %server.addr,
         store = %without_credentials(&config.store.url),
-        secrets = %config.secrets.source,
+        secrets = %without_credentials(&config.secrets.source),
         admin_api = config.admin.token.is_some(),
         upstreams = ?config.upstreams.iter().map(|upstream| upstream.name.as_str()).collect::<Vec<_>>(),
         cors_origins = config.cors.allowed_origins.len(),
@@ -221,7 +375,37 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::without_credentials;
+    use super::{Config, build, without_credentials};
+
+    fn with_secrets(source: &str, bridge_secret: Option<&str>) -> Config {
+        let mut config = Config::default();
+        config.secrets.source = source.to_owned();
+        config.bridge.secret = bridge_secret
+            .map(|text| serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap());
+        config
+    }
+
+    async fn refusal(config: &Config) -> String {
+        match build(config, None).await {
+            Ok(_) => panic!("the configuration was accepted"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_bus_without_a_strong_bridge_secret_or_an_unknown_source_is_refused_at_start() {
+        let refused = refusal(&with_secrets("redis://127.0.0.1:1", None)).await;
+        assert!(refused.contains("SIDEKEY_BRIDGE_SECRET"), "{refused}");
+        let refused = refusal(&with_secrets("redis://127.0.0.1:1", Some("short"))).await;
+        assert!(refused.contains("at least 16 bytes"), "{refused}");
+        let refused =
+            refusal(&with_secrets("redis+cluster://127.0.0.1:1", Some("a-long-enough-secret"))).await;
+        assert!(refused.contains("secrets.source"), "{refused}");
+        let refused = refusal(&with_secrets("vault:kv/openai", Some("a-long-enough-secret"))).await;
+        assert!(refused.contains("secrets.source must be"), "{refused}");
+        let refused = refusal(&with_secrets("redis://:hunter2-password@127.0.0.1:1/x?bad", None)).await;
+        assert!(!refused.contains("hunter2"), "the refusal quotes the password: {refused}");
+    }
 
     #[test]
     fn store_urls_lose_their_credentials_before_they_are_logged() {

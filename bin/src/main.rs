@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use sidekey::config::{self, Overrides};
 use sidekey::telemetry;
+use sidekey_adapters::bridge::AnnouncementReason;
+use sidekey_domain::SecretRef;
 
 /// Keeps LLM API keys on the server: clients hold short-lived session tokens instead.
 #[derive(Debug, Parser)]
@@ -20,6 +22,29 @@ struct Cli {
 enum Command {
     /// Run the HTTP service.
     Serve {
+        /// TOML configuration file (every key optional).
+        #[arg(long, env = "SIDEKEY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Answer secret requests on the event bus (`SIDEKEY_SECRETS=redis://…`) from this machine's keys
+    /// (`SIDEKEY_BRIDGE_SOURCE`: env, file:DIR or toml:PATH), authenticated by `SIDEKEY_BRIDGE_SECRET`.
+    Bridge {
+        /// TOML configuration file (every key optional).
+        #[arg(long, env = "SIDEKEY_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Announce on the event bus that a key was rotated or withdrawn: every instance revokes the
+    /// sessions bound to it.
+    Announce {
+        /// The `secret_key_id` concerned.
+        secret_key_id: String,
+        /// The key was withdrawn rather than replaced.
+        #[arg(long)]
+        withdrawn: bool,
         /// TOML configuration file (every key optional).
         #[arg(long, env = "SIDEKEY_CONFIG")]
         config: Option<PathBuf>,
@@ -45,6 +70,21 @@ fn main() -> anyhow::Result<()> {
                 let metrics = telemetry::install_metrics();
                 sidekey::serve(&config, Some(metrics), sidekey::shutdown_signal()).await
             })
+        }
+        Command::Bridge { config, overrides } => {
+            let config = config::load(config.as_ref(), &overrides.with_environment())?;
+            telemetry::init_logging(&config.log)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(sidekey::run_bridge(&config, sidekey::shutdown_signal()))
+        }
+        Command::Announce { secret_key_id, withdrawn, config, overrides } => {
+            let config = config::load(config.as_ref(), &overrides.with_environment())?;
+            telemetry::init_logging(&config.log)?;
+            let secret_ref = SecretRef::parse(&secret_key_id)
+                .map_err(|error| anyhow::anyhow!("invalid secret_key_id: {error}"))?;
+            let reason = if withdrawn { AnnouncementReason::Withdrawn } else { AnnouncementReason::Rotated };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(sidekey::announce_rotation(&config, &secret_ref, reason))
         }
     }
 }

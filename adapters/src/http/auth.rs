@@ -62,6 +62,9 @@ pub(crate) fn verify_error(error: VerifyError) -> ApiError {
         VerifyError::StoreUnavailable(_) => {
             ApiError::new(ErrorCode::StoreUnavailable, "the session store is unavailable; retry shortly")
         }
+        VerifyError::DirectoryUnavailable(_) => {
+            ApiError::new(ErrorCode::DirectoryUnavailable, "the user directory is unavailable; retry shortly")
+        }
     }
 }
 

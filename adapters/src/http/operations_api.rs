@@ -54,7 +54,8 @@ impl OperationsApi {
 
     /// Readiness
     ///
-    /// 200 when the session store and the secret source answer, else 503 naming what does not.
+    /// 200 when the session store, the secret source and the user directory (when configured) answer,
+    /// else 503 naming what does not.
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<HttpState>>) -> ReadyResponse {
         let readiness = state.sessions.readiness().await;
@@ -69,6 +70,10 @@ impl OperationsApi {
         if let Err(error) = &readiness.secrets {
             tracing::warn!(%error, "readiness: secret source");
             failing.push("secret source unavailable");
+        }
+        if let Err(error) = &readiness.directory {
+            tracing::warn!(%error, "readiness: user directory");
+            failing.push("user directory unavailable");
         }
         let problem = ApiError::new(ErrorCode::NotReady, failing.join("; ")).to_problem();
         ReadyResponse::NotReady(Json(problem), 1)

@@ -61,6 +61,18 @@ pub enum ErrorCode {
     SecretSourceError,
     /// 503: the session store is down.
     StoreUnavailable,
+    /// 401: the caller's credential (JWT or sign-in session token) was refused.
+    InvalidCaller,
+    /// 404: the caller's email names no user in the directory.
+    UserNotFound,
+    /// 404: the caller has no unexpired sign-in session in the directory.
+    NoActiveSession,
+    /// 503: the user directory is down.
+    DirectoryUnavailable,
+    /// 503: the identity provider's key set cannot be fetched.
+    IdentityProviderUnavailable,
+    /// 503: the secret source cannot be asked now (its bus is down, or too many requests wait on it).
+    SecretSourceUnavailable,
     /// 503: a dependency needed for readiness is down.
     NotReady,
     /// 504: the secret source did not answer in time.
@@ -88,6 +100,12 @@ impl ErrorCode {
             Self::UnknownSecretKeyId => "unknown_secret_key_id",
             Self::SecretSourceError => "secret_source_error",
             Self::StoreUnavailable => "store_unavailable",
+            Self::InvalidCaller => "invalid_caller",
+            Self::UserNotFound => "user_not_found",
+            Self::NoActiveSession => "no_active_session",
+            Self::DirectoryUnavailable => "directory_unavailable",
+            Self::IdentityProviderUnavailable => "identity_provider_unavailable",
+            Self::SecretSourceUnavailable => "secret_source_unavailable",
             Self::NotReady => "not_ready",
             Self::SecretSourceTimeout => "secret_source_timeout",
             Self::UpstreamError => "upstream_error",
@@ -100,14 +118,19 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
-            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::MissingToken | Self::InvalidToken | Self::InvalidCaller => StatusCode::UNAUTHORIZED,
+            Self::UserNotFound | Self::NoActiveSession => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ValidationFailed | Self::UnknownSecretKeyId => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SecretSourceError | Self::UpstreamError => StatusCode::BAD_GATEWAY,
-            Self::StoreUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable
+            | Self::SecretSourceUnavailable
+            | Self::DirectoryUnavailable
+            | Self::IdentityProviderUnavailable
+            | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::SecretSourceTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -126,6 +149,12 @@ impl ErrorCode {
             Self::UnknownSecretKeyId => "Unknown secret_key_id",
             Self::SecretSourceError => "The secret source failed",
             Self::StoreUnavailable => "The session store is unavailable",
+            Self::InvalidCaller => "The caller's credential was refused",
+            Self::UserNotFound => "No such user",
+            Self::NoActiveSession => "The user has no active session",
+            Self::DirectoryUnavailable => "The user directory is unavailable",
+            Self::IdentityProviderUnavailable => "The identity provider is unavailable",
+            Self::SecretSourceUnavailable => "The secret source is unavailable",
             Self::NotReady => "Not ready",
             Self::SecretSourceTimeout => "The secret source did not answer in time",
             Self::UpstreamError => "The upstream failed",
@@ -168,7 +197,7 @@ impl ApiError {
     fn challenge(&self) -> Option<String> {
         match self.code {
             ErrorCode::MissingToken => Some(format!("Bearer realm=\"{REALM}\"")),
-            ErrorCode::InvalidToken => Some(format!(
+            ErrorCode::InvalidToken | ErrorCode::InvalidCaller => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
                 // A quoted-string may not hold a bare quote or backslash (RFC 9110 §5.6.4).
                 self.detail.replace(['"', '\\'], "'")
@@ -286,7 +315,7 @@ pub enum ApiFailure {
     /// `secret_source_error`.
     #[oai(status = 502, content_type = "application/problem+json")]
     BadGateway(Json<Problem>),
-    /// `store_unavailable`: fail closed; retry after the given seconds.
+    /// `store_unavailable` or `secret_source_unavailable`: fail closed; retry after the given seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// `secret_source_timeout`.

@@ -8,7 +8,10 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
-use sidekey_application::{IssueError, IssueRequest};
+use sidekey_application::{
+    AuthenticatedCaller, CallerAuthError, CallerAuthenticator, CallerCredential, CallerRejection, IssueError,
+    IssueRequest, RESERVED_METADATA_PREFIX,
+};
 use sidekey_domain::{Metadata, SecretRef, Session};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -141,14 +144,33 @@ impl SessionApi {
     async fn issue(
         &self,
         state: Data<&Arc<HttpState>>,
+        request: &poem::Request,
         body: JsonBody<IssueSessionRequest>,
     ) -> Result<IssueResponse, ApiFailure> {
         let JsonBody(body) = body;
+        if let Some(metadata) = &body.metadata
+            && let Some(reserved) = metadata.keys().find(|key| key.starts_with(RESERVED_METADATA_PREFIX))
+        {
+            return Err(ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("metadata: the key {reserved:?} is reserved (prefix {RESERVED_METADATA_PREFIX:?})"),
+            )
+            .into());
+        }
+        let caller = match &state.callers {
+            None => None,
+            Some(callers) => Some(authenticate_caller(callers, request).await?),
+        };
         let secret_ref = SecretRef::parse(&body.secret_key_id)
             .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("secret_key_id: {error}")))?;
         let metadata = Metadata::new(body.metadata.unwrap_or_default())
             .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("metadata: {error}")))?;
-        let request = IssueRequest { secret_ref, ttl_seconds: body.ttl_seconds, metadata, subject: None };
+        let (subject, caller_session) = match caller {
+            Some(caller) => (Some(caller.subject), caller.bound_to.map(|session| session.id)),
+            None => (None, None),
+        };
+        let request =
+            IssueRequest { secret_ref, ttl_seconds: body.ttl_seconds, metadata, subject, caller_session };
         let issued = state.sessions.issue(request).await.map_err(issue_error)?;
         let session = &issued.session;
         let body = IssuedSession {
@@ -218,9 +240,72 @@ impl SessionApi {
     }
 }
 
+/// The cookie in which Better Auth keeps its session token (`token.signature`).
+const BETTER_AUTH_COOKIE: &str = "better-auth.session_token";
+/// The same cookie under the `__Secure-` prefix Better Auth uses over HTTPS.
+const BETTER_AUTH_SECURE_COOKIE: &str = "__Secure-better-auth.session_token";
+
+/// Checks who is calling `POST /v1/sessions`: a bearer credential (a JWT, or a Better Auth session
+/// token), else Better Auth's session cookie.
+async fn authenticate_caller(
+    callers: &CallerAuthenticator,
+    request: &poem::Request,
+) -> Result<AuthenticatedCaller, ApiError> {
+    let credential = caller_credential(request);
+    let client = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
+    callers.authenticate(credential.as_ref(), client).await.map_err(|error| match error {
+        CallerAuthError::Rejected(CallerRejection::Missing) => ApiError::new(
+            ErrorCode::MissingToken,
+            "creating a session needs the caller's credential: Authorization: Bearer <JWT or session token>",
+        ),
+        CallerAuthError::Rejected(rejection) => {
+            ApiError::new(ErrorCode::InvalidCaller, rejection.to_string())
+        }
+        CallerAuthError::UserNotFound => {
+            ApiError::new(ErrorCode::UserNotFound, "no user has the caller's email")
+        }
+        CallerAuthError::NoActiveSession => {
+            ApiError::new(ErrorCode::NoActiveSession, "the caller has no active sign-in session")
+        }
+        // The causes were logged by the use case; the client learns only that it may retry.
+        CallerAuthError::DirectoryUnavailable(_) => {
+            ApiError::new(ErrorCode::DirectoryUnavailable, "the user directory is unavailable; retry shortly")
+        }
+        CallerAuthError::ProviderUnavailable(_) => ApiError::new(
+            ErrorCode::IdentityProviderUnavailable,
+            "the identity provider's keys cannot be fetched; retry shortly",
+        ),
+    })
+}
+
+fn caller_credential(request: &poem::Request) -> Option<CallerCredential> {
+    let headers = request.headers();
+    if let Some(value) = headers.get(poem::http::header::AUTHORIZATION) {
+        let text = value.to_str().unwrap_or_default();
+        // A malformed Authorization header is still a credential, to be refused, not a reason to fall
+        // back to the cookie.
+        let token = text
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        return Some(CallerCredential::Bearer(token.to_owned()));
+    }
+    headers
+        .get_all(poem::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BETTER_AUTH_COOKIE || *name == BETTER_AUTH_SECURE_COOKIE)
+        .map(|(_, value)| CallerCredential::SessionCookie(value.to_owned()))
+}
+
 fn issue_error(error: IssueError) -> ApiError {
     match error {
         IssueError::InvalidTtl(error) => ApiError::new(ErrorCode::ValidationFailed, error.to_string()),
+        IssueError::Metadata(error) => {
+            ApiError::new(ErrorCode::ValidationFailed, format!("metadata: {error}"))
+        }
         IssueError::UnknownSecret => {
             ApiError::new(ErrorCode::UnknownSecretKeyId, "the secret source has no secret of that name")
         }
@@ -230,6 +315,13 @@ fn issue_error(error: IssueError) -> ApiError {
         IssueError::SecretSourceFailed(cause) => {
             tracing::warn!(%cause, "secret source failed");
             ApiError::new(ErrorCode::SecretSourceError, "the secret source failed")
+        }
+        IssueError::SecretSourceUnavailable(cause) => {
+            tracing::warn!(%cause, "secret source unavailable");
+            ApiError::new(
+                ErrorCode::SecretSourceUnavailable,
+                "the secret source is unavailable; retry shortly",
+            )
         }
         IssueError::StoreUnavailable(cause) => {
             tracing::warn!(%cause, "session store failed on issue");

@@ -92,7 +92,13 @@ fn grant(session: Session) -> Grant {
 }
 
 fn request(ttl_seconds: Option<u64>) -> IssueRequest {
-    IssueRequest { secret_ref: secret_ref(), ttl_seconds, metadata: metadata(), subject: Some(subject()) }
+    IssueRequest {
+        secret_ref: secret_ref(),
+        ttl_seconds,
+        metadata: metadata(),
+        subject: Some(subject()),
+        caller_session: None,
+    }
 }
 
 fn clock_at(now: SystemTime) -> MockClock {
@@ -292,6 +298,18 @@ async fn issue_reports_a_secret_source_failure_with_its_cause_and_stores_nothing
     let error = service.issue(request(None)).await.unwrap_err();
 
     assert!(matches!(&error, IssueError::SecretSourceFailed(cause) if cause == "bus closed"), "{error:?}");
+}
+
+#[tokio::test]
+async fn issue_reports_an_unavailable_secret_source_as_transient_and_stores_nothing() {
+    let mut store = MockSessionStore::new();
+    store.expect_insert().never();
+    let secrets = secrets_answering(|| Err(SecretSourceError::Unavailable("bus down".into())));
+    let service = service_of(store, secrets, clock_at(at(0)));
+
+    let error = service.issue(request(None)).await.unwrap_err();
+
+    assert!(matches!(&error, IssueError::SecretSourceUnavailable(cause) if cause == "bus down"), "{error:?}");
 }
 
 #[tokio::test]
@@ -688,6 +706,16 @@ async fn revoke_matching_returns_how_many_sessions_the_store_revoked() {
 }
 
 #[tokio::test]
+async fn a_rotated_key_revokes_every_session_bound_to_it() {
+    let expected = RevocationTarget::SecretRef(secret_ref());
+    let mut store = MockSessionStore::new();
+    store.expect_revoke_matching().withf(move |target| *target == expected).times(1).returning(|_| Ok(2));
+    let service = store_service(store, at(0));
+
+    assert_eq!(service.revoke_rotated(&secret_ref()).await, Ok(2));
+}
+
+#[tokio::test]
 async fn revoke_matching_reports_an_unavailable_store() {
     let mut store = MockSessionStore::new();
     store.expect_revoke_matching().times(1).returning(|_| Err(unavailable()));
@@ -773,4 +801,99 @@ fn now_is_the_service_clock() {
     let service = store_service(MockSessionStore::new(), at(42));
 
     assert_eq!(service.now(), at(42));
+}
+
+// The cascade: sessions bound to a sign-in session end with it.
+
+const CALLER_SESSION: &str = "ba_session_1";
+
+fn bound_session(issued: u64, ttl: u64) -> Session {
+    let mut entries = metadata().entries().clone();
+    entries.insert(crate::callers::CALLER_SESSION_KEY.to_owned(), CALLER_SESSION.to_owned());
+    Session::from_parts(SessionParts {
+        metadata: Metadata::new(entries).unwrap(),
+        ..session(issued, ttl).to_parts()
+    })
+    .unwrap()
+}
+
+fn directory_answering(
+    answers: Vec<Result<bool, crate::callers::DirectoryError>>,
+) -> crate::callers::MockUserDirectory {
+    let mut directory = crate::callers::MockUserDirectory::new();
+    let answers = Mutex::new(answers.into_iter());
+    directory
+        .expect_session_is_active()
+        .withf(|id, _| id == CALLER_SESSION)
+        .returning(move |_, _| answers.lock().unwrap().next().expect("asked more often than expected"));
+    directory
+}
+
+fn cascading(
+    store: MockSessionStore,
+    directory: crate::callers::MockUserDirectory,
+    recheck_after: Duration,
+) -> SessionService {
+    let cascade = crate::callers::CascadeCheck::new(Arc::new(directory), recheck_after);
+    store_service(store, at(10)).with_cascade(Arc::new(cascade))
+}
+
+#[tokio::test]
+async fn a_bound_session_verifies_while_its_sign_in_session_stands_and_the_directory_is_asked_once_per_interval()
+ {
+    let mut store = MockSessionStore::new();
+    store.expect_find().times(2).returning(|_| Ok(Lookup::Active(grant(bound_session(0, 60)))));
+    store.expect_revoke().never();
+    let service = cascading(store, directory_answering(vec![Ok(true)]), Duration::from_secs(60));
+
+    assert!(service.verify(&presented()).await.is_ok());
+    assert!(service.verify(&presented()).await.is_ok(), "the second check is answered from memory");
+}
+
+#[tokio::test]
+async fn a_bound_session_whose_sign_in_session_ended_is_revoked_and_refused() {
+    let mut store = MockSessionStore::new();
+    store.expect_find().times(1).returning(|_| Ok(Lookup::Active(grant(bound_session(0, 60)))));
+    let expected = digest();
+    store.expect_revoke().withf(move |digest| *digest == expected).times(1).returning(|_| Ok(true));
+    let service = cascading(store, directory_answering(vec![Ok(false)]), Duration::from_secs(60));
+
+    assert_eq!(service.verify(&presented()).await.unwrap_err(), VerifyError::Rejected(Rejection::Revoked));
+}
+
+#[tokio::test]
+async fn a_bound_session_is_refused_with_503_material_when_the_directory_is_down_and_is_not_revoked() {
+    let mut store = MockSessionStore::new();
+    store.expect_find().times(1).returning(|_| Ok(Lookup::Active(grant(bound_session(0, 60)))));
+    store.expect_revoke().never();
+    let down = crate::callers::DirectoryError::Unavailable("db down".into());
+    let service = cascading(store, directory_answering(vec![Err(down)]), Duration::from_secs(60));
+
+    assert_eq!(
+        service.verify(&presented()).await.unwrap_err(),
+        VerifyError::DirectoryUnavailable("db down".into())
+    );
+}
+
+#[tokio::test]
+async fn an_unbound_session_never_asks_the_directory() {
+    let mut directory = crate::callers::MockUserDirectory::new();
+    directory.expect_session_is_active().never();
+    let service = cascading(store_finding(Lookup::Active(grant(session(0, 60)))), directory, Duration::ZERO);
+
+    assert!(service.verify(&presented()).await.is_ok());
+}
+
+#[tokio::test]
+async fn issue_binds_the_session_to_the_callers_sign_in_session_through_reserved_metadata() {
+    let mut store = MockSessionStore::new();
+    store.expect_insert().times(1).returning(|_, _| Ok(()));
+    let service = service_of(store, secrets_answering(|| Ok(secret())), clock_at(at(0)));
+    let request = IssueRequest { caller_session: Some(CALLER_SESSION.to_owned()), ..request(None) };
+
+    let issued = service.issue(request).await.unwrap();
+
+    let entries = issued.session.metadata().entries();
+    assert_eq!(entries.get(crate::callers::CALLER_SESSION_KEY).map(String::as_str), Some(CALLER_SESSION));
+    assert_eq!(entries.get("team").map(String::as_str), Some("search"), "the client's metadata is kept");
 }
