@@ -11,6 +11,8 @@
 //! - [`redis`]: [`RedisSessionStore`], sessions in Redis (or Redis Cluster) shared by several instances,
 //!   real keys sealed with a key derived from the token.
 //! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`) and [`FileSecretSource`] (`file:DIR`).
+//! - [`identity`]: caller credentials: JWTs (JWKS or HS256) and Better Auth session tokens.
+//! - [`directory`]: the user directory on PostgreSQL (Better Auth's `user` and `session` tables).
 //! - [`http`]: the poem-openapi interface: session, admin and operations routes, problem+json errors,
 //!   the bearer extractors, metrics and the OpenAPI document; the proxy routes and CORS.
 //! - [`proxy`]: the protected proxy's transport: validated upstreams, the header rules, the streamed
@@ -18,10 +20,10 @@
 #![forbid(unsafe_code)]
 
 pub mod bridge;
-pub mod callers;
 pub mod clock;
 pub mod directory;
 pub mod http;
+pub mod identity;
 pub mod memory;
 pub mod proxy;
 pub mod redis;

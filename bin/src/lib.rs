@@ -23,7 +23,9 @@ use sidekey_adapters::bridge::{
     AnnouncementReason, Bridge, BridgeSecret, BridgeSettings, BusSourceSettings, EventBusSecretSource,
     RedisBus, RedisBusSettings, announce, spawn_rotation_listener,
 };
+use sidekey_adapters::directory::{PostgresDirectory, PostgresDirectorySettings};
 use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpSettings, HttpState, MetricsRenderer};
+use sidekey_adapters::identity::{BetterAuthSessionVerifier, CallerVerifiers, JwtSettings, JwtVerifier};
 use sidekey_adapters::redis::LocalCacheSettings;
 use sidekey_adapters::{
     EnvSecretSource, FileSecretSource, InMemorySessionStore, Proxy, RedisSessionStore, RedisStoreSettings,
@@ -53,12 +55,7 @@ pub async fn build(
     let clock = Arc::new(SystemClock);
     let store = session_store(config, clock.clone()).await?;
     let (secrets, bus) = secret_source(config, clock.clone()).await?;
-    if config.auth.mode != "none" {
-        // Fail closed: running without the caller check that the operator asked for would let anyone in.
-        bail!("auth.mode = {:?} is not supported by this build (use \"none\")", config.auth.mode);
-    }
-    let (callers, directory): (Option<Arc<CallerAuthenticator>>, Option<Arc<dyn UserDirectory>>) =
-        (None, None);
+    let (callers, directory) = caller_authentication(config, clock.clone())?;
     let proxy = if config.upstreams.is_empty() {
         None
     } else {
@@ -86,6 +83,80 @@ pub async fn build(
         callers,
     });
     Ok(http::app(state, HttpSettings { body_limit: config.http.body_limit_bytes }))
+}
+
+/// The user directory, shared by the caller check and the cascade.
+type Directory = Arc<dyn UserDirectory>;
+
+/// Who may create sessions (`auth.mode`), and the user directory when one is configured.
+///
+/// Fails closed: `jwt` without any way to check a credential, or Better Auth sessions without a
+/// directory, are refused at start-up.
+fn caller_authentication(
+    config: &Config,
+    clock: Arc<SystemClock>,
+) -> anyhow::Result<(Option<Arc<CallerAuthenticator>>, Option<Directory>)> {
+    let auth = &config.auth;
+    let configured =
+        auth.jwks_url.is_some() || auth.hs256_secret.is_some() || auth.better_auth_secret.is_some();
+    match auth.mode.as_str() {
+        "none" => {
+            if configured || config.directory.url.is_some() {
+                // The contract's example file sets them beside mode = "none": say so rather than refuse.
+                tracing::warn!(
+                    "auth.mode is \"none\": anyone who reaches sidekey may create sessions; the configured \
+                     [auth] credentials and [directory] are not used"
+                );
+            }
+            return Ok((None, None));
+        }
+        "jwt" if !configured => bail!(
+            "auth.mode = \"jwt\" needs auth.jwks_url, auth.hs256_secret (SIDEKEY_AUTH_HS256_SECRET) or \
+             auth.better_auth_secret (SIDEKEY_BETTER_AUTH_SECRET)"
+        ),
+        "jwt" => {}
+        other => bail!("auth.mode = {other:?} is not supported (use \"none\" or \"jwt\")"),
+    }
+    let directory: Option<Directory> = match &config.directory.url {
+        None => None,
+        Some(url) => {
+            let settings = PostgresDirectorySettings {
+                url: url.clone(),
+                schema: config.directory.schema.clone(),
+                pool_size: config.directory.pool_size,
+                connect_timeout: Duration::from_millis(config.directory.connect_timeout_ms),
+                query_timeout: Duration::from_millis(config.directory.query_timeout_ms),
+            };
+            let directory =
+                PostgresDirectory::new(settings).map_err(|error| anyhow::anyhow!("[directory] {error}"))?;
+            Some(Arc::new(directory))
+        }
+    };
+    let jwt = if auth.jwks_url.is_some() || auth.hs256_secret.is_some() {
+        let settings = JwtSettings {
+            jwks_url: auth.jwks_url.clone(),
+            hs256_secret: auth.hs256_secret.as_ref().map(|secret| secret.expose().to_owned()),
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            leeway: Duration::from_secs(auth.leeway_seconds),
+            jwks_max_age: Duration::from_secs(auth.jwks_max_age_seconds),
+            jwks_min_refetch_interval: Duration::from_secs(auth.jwks_min_refetch_seconds),
+            ..JwtSettings::default()
+        };
+        Some(JwtVerifier::new(settings).map_err(|error| anyhow::anyhow!("[auth] {error}"))?)
+    } else {
+        None
+    };
+    let better_auth = match (&auth.better_auth_secret, &directory) {
+        (None, _) => None,
+        (Some(_), None) => bail!("auth.better_auth_secret needs [directory] url: sessions are checked there"),
+        (Some(secret), Some(directory)) => {
+            Some(BetterAuthSessionVerifier::new(secret.expose().to_owned(), directory.clone()))
+        }
+    };
+    let verifier = Arc::new(CallerVerifiers::new(jwt, better_auth));
+    let callers = CallerAuthenticator::new(verifier, directory.clone(), clock);
+    Ok((Some(Arc::new(callers)), directory))
 }
 
 /// A secret source on this machine: `env`, `file:DIR` or `toml:PATH`; `None` for anything else.
@@ -390,6 +461,26 @@ mod tests {
             Ok(_) => panic!("the configuration was accepted"),
             Err(error) => format!("{error:#}"),
         }
+    }
+
+    fn secret(text: &str) -> crate::config::Secret {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn contradictory_caller_authentication_settings_are_refused_at_start() {
+        let mut config = Config::default();
+        config.auth.mode = "jwt".to_owned();
+        assert!(refusal(&config).await.contains("auth.mode = \"jwt\" needs"));
+        config.auth.hs256_secret = Some(secret("too-short"));
+        assert!(refusal(&config).await.contains("at least 32 bytes"));
+        config.auth.hs256_secret = None;
+        config.auth.better_auth_secret = Some(secret("better-auth-secret"));
+        assert!(refusal(&config).await.contains("needs [directory]"));
+        config.auth.mode = "oauth".to_owned();
+        assert!(refusal(&config).await.contains("not supported"));
+        config.auth.mode = "none".to_owned();
+        assert!(build(&config, None).await.is_ok(), "credentials beside mode none are not used, not refused");
     }
 
     #[tokio::test]

@@ -1,1 +1,0 @@
-//! Caller credentials: JWTs (JWKS or HS256) and Better Auth session tokens.
