@@ -70,6 +70,9 @@ struct Inner {
     /// The same requests by correlation id, with what it takes to open their replies.
     waiting: Mutex<HashMap<Uuid, Waiting>>,
     forged_replies: Counter,
+    /// Dropped with the source, which ends the reply task (the inbox of an in-process bus never closes
+    /// by itself).
+    _stop_replies: oneshot::Sender<()>,
 }
 
 struct Waiting {
@@ -92,6 +95,7 @@ impl EventBusSecretSource {
     ) -> Result<Self, SecretSourceError> {
         let (inbox, feed) =
             bus.open_inbox().await.map_err(|error| SecretSourceError::Unavailable(error.to_string()))?;
+        let (stop_replies, replies_stopped) = oneshot::channel();
         let shared = Arc::new(Inner {
             bus,
             secret,
@@ -101,8 +105,9 @@ impl EventBusSecretSource {
             in_flight: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
             forged_replies: metrics::counter!("sidekey_bridge_replies_refused_total"),
+            _stop_replies: stop_replies,
         });
-        tokio::spawn(deliver_replies(Arc::downgrade(&shared), feed));
+        tokio::spawn(deliver_replies(Arc::downgrade(&shared), feed, replies_stopped));
         Ok(Self { shared })
     }
 
@@ -204,8 +209,17 @@ impl Drop for Forget<'_> {
 
 /// Hands each reply in the inbox to its request, once it opens; ends when the source is dropped or the
 /// bus closes.
-async fn deliver_replies(source: std::sync::Weak<Inner>, mut feed: Box<dyn BusFeed>) {
-    while let Some(message) = feed.next().await {
+async fn deliver_replies(
+    source: std::sync::Weak<Inner>,
+    mut feed: Box<dyn BusFeed>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = &mut stopped => return,
+            message = feed.next() => message,
+        };
+        let Some(message) = message else { return };
         let Some(shared) = source.upgrade() else { return };
         deliver(&shared, &message);
     }
