@@ -10,6 +10,7 @@
 //!   (any method, any body), on the transport in [`crate::proxy`].
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
 //! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
+//! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
 
 pub mod admin_api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod middleware;
 pub mod operations_api;
 pub mod problem;
 pub mod proxy_route;
+pub mod rate_limit;
 pub mod session_api;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use sidekey_application::{CallerAuthenticator, SessionService};
 
 pub use auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
+pub use rate_limit::{FailureLimiter, FailureQuota};
 
 use crate::proxy::Proxy;
 
@@ -52,10 +55,14 @@ pub struct HttpState {
 }
 
 /// Limits of the HTTP layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// Largest JSON request body, in bytes.
     pub body_limit: usize,
+    /// Failed requests allowed per client address; `None` disables the limit.
+    pub failure_quota: Option<FailureQuota>,
+    /// The header a trusted reverse proxy puts the client's address in; `None` uses the TCP peer.
+    pub client_address_header: Option<poem::http::HeaderName>,
 }
 
 impl HttpSettings {
@@ -66,7 +73,7 @@ impl HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { body_limit: Self::DEFAULT_BODY_LIMIT }
+        Self { body_limit: Self::DEFAULT_BODY_LIMIT, failure_quota: None, client_address_header: None }
     }
 }
 
@@ -107,6 +114,9 @@ pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> impl Endpoint + 'st
     let service = openapi_service();
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
+    let limiter = settings
+        .failure_quota
+        .map(|quota| Arc::new(FailureLimiter::new(quota, settings.client_address_header.clone())));
     Route::new()
         .nest("/", service.into_endpoint())
         .at("/openapi.json", spec)
@@ -116,6 +126,7 @@ pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> impl Endpoint + 'st
         .nest_no_strip(proxy_route::CHATKIT_PREFIX, proxy_route::ProxyRoute::ChatKit)
         .around(middleware::around)
         .around(cors::around)
+        .data(limiter)
         .data(settings)
         .data(state)
 }

@@ -8,15 +8,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use poem::http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize};
 use sidekey_adapters::UpstreamSettings;
-use sidekey_adapters::http::CorsSettings;
+use sidekey_adapters::http::{CorsSettings, FailureQuota, HttpSettings};
 use sidekey_domain::SessionPolicy;
 
 /// A configured secret (admin token, shared secrets): `Debug` is redacted so the configuration can be
@@ -397,11 +399,52 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish.
     pub shutdown_grace_seconds: u64,
+    /// Failed requests (400, 401, 413) a client address may send per second, sustained; past that and
+    /// the burst, its requests get 429 until it slows down. 0 disables the limit.
+    pub failed_requests_per_second: u32,
+    /// Failed requests a client address may send at once.
+    pub failed_requests_burst: u32,
+    /// Behind a trusted reverse proxy, the header holding the client's address (`x-forwarded-for`: its
+    /// last entry; `x-real-ip`). Unset: the TCP peer. Never set it when clients reach sidekey directly:
+    /// they could then pick their own address.
+    pub client_address_header: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 16 * 1024, shutdown_grace_seconds: 30 }
+        Self {
+            body_limit_bytes: 16 * 1024,
+            shutdown_grace_seconds: 30,
+            failed_requests_per_second: 20,
+            failed_requests_burst: 100,
+            client_address_header: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The HTTP layer's settings.
+    ///
+    /// # Errors
+    /// When `client_address_header` is not a header name, or the burst is 0 with a rate set.
+    pub fn settings(&self) -> anyhow::Result<HttpSettings> {
+        let failure_quota = match NonZeroU32::new(self.failed_requests_per_second) {
+            None => None,
+            Some(per_second) => Some(FailureQuota {
+                per_second,
+                burst: NonZeroU32::new(self.failed_requests_burst)
+                    .context("http.failed_requests_burst must be at least 1 (or set the rate to 0)")?,
+            }),
+        };
+        let client_address_header = self
+            .client_address_header
+            .as_deref()
+            .map(|name| {
+                HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+                    .with_context(|| format!("http.client_address_header: `{name}` is not a header name"))
+            })
+            .transpose()?;
+        Ok(HttpSettings { body_limit: self.body_limit_bytes, failure_quota, client_address_header })
     }
 }
 

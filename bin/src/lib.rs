@@ -24,7 +24,7 @@ use sidekey_adapters::bridge::{
     RedisBus, RedisBusSettings, announce, spawn_rotation_listener,
 };
 use sidekey_adapters::directory::{PostgresDirectory, PostgresDirectorySettings};
-use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpSettings, HttpState, MetricsRenderer};
+use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpState, MetricsRenderer};
 use sidekey_adapters::identity::{BetterAuthSessionVerifier, CallerVerifiers, JwtSettings, JwtVerifier};
 use sidekey_adapters::redis::LocalCacheSettings;
 use sidekey_adapters::{
@@ -82,7 +82,7 @@ pub async fn build(
         cors,
         callers,
     });
-    Ok(http::app(state, HttpSettings { body_limit: config.http.body_limit_bytes }))
+    Ok(http::app(state, config.http.settings()?))
 }
 
 /// The user directory, shared by the caller check and the cascade.

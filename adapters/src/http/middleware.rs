@@ -1,7 +1,7 @@
 //! The one wrapper every request goes through.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
@@ -9,17 +9,28 @@ use poem_openapi::OperationId;
 
 use super::HttpState;
 use super::problem::{ApiError, ErrorCode, problem_from_poem_error};
+use super::rate_limit::FailureLimiter;
 
 /// Turns every error into problem+json, keeps token-bearing answers out of caches, hides the admin API
-/// when it is disabled, and records the request's latency by operation and status.
+/// when it is disabled, refuses clients over their quota of failed requests, and records the request's
+/// latency by operation and status.
 pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result<Response> {
     let started = Instant::now();
     let path = request.uri().path();
     let under_api = path.starts_with("/v1/");
     let admin_disabled = path.starts_with("/v1/admin")
         && request.data::<Arc<HttpState>>().is_some_and(|state| state.admin.is_none());
+    // Health, readiness and metrics stay answerable whatever a client did on the API.
+    let limited = request
+        .data::<Option<Arc<FailureLimiter>>>()
+        .and_then(Option::as_ref)
+        .filter(|_| under_api)
+        .and_then(|limiter| Some((limiter.clone(), limiter.client_of(&request)?)));
 
-    let mut response = if admin_disabled {
+    let blocked = limited.as_ref().and_then(|(limiter, client)| limiter.blocked_for(*client));
+    let mut response = if let Some(wait) = blocked {
+        rate_limited(wait)
+    } else if admin_disabled {
         ApiError::new(ErrorCode::NotFound, "the admin API is disabled").into_response()
     } else {
         match next.call(request).await {
@@ -35,6 +46,14 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
         }
     };
 
+    if let Some((limiter, client)) = limited
+        && blocked.is_none()
+        && FailureLimiter::counts_as_failure(response.status())
+        && let Some(wait) = limiter.record_failure(client)
+    {
+        response = rate_limited(wait);
+    }
+
     if under_api {
         // Answers about tokens must never be stored by a browser or a shared cache (RFC 9111 §5.2.2.5).
         response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
@@ -47,6 +66,15 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
     )
     .record(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// The answer to a client over its quota of failed requests.
+fn rate_limited(wait: Duration) -> Response {
+    // Retry-After counts whole seconds; rounding down would invite a retry that is refused again.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(ErrorCode::RateLimited, "too many failed requests from this address; retry later")
+        .retry_after(seconds.max(1))
+        .into_response()
 }
 
 /// A `'static` label for the statuses the service answers with, so recording a latency allocates nothing.

@@ -61,6 +61,8 @@ pub enum ErrorCode {
     SecretSourceError,
     /// 503: the session store is down.
     StoreUnavailable,
+    /// 429: the client sent too many failed requests; with `Retry-After`.
+    RateLimited,
     /// 401: the caller's credential (JWT or sign-in session token) was refused.
     InvalidCaller,
     /// 404: the caller's email names no user in the directory.
@@ -100,6 +102,7 @@ impl ErrorCode {
             Self::UnknownSecretKeyId => "unknown_secret_key_id",
             Self::SecretSourceError => "secret_source_error",
             Self::StoreUnavailable => "store_unavailable",
+            Self::RateLimited => "rate_limited",
             Self::InvalidCaller => "invalid_caller",
             Self::UserNotFound => "user_not_found",
             Self::NoActiveSession => "no_active_session",
@@ -124,6 +127,7 @@ impl ErrorCode {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ValidationFailed | Self::UnknownSecretKeyId => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SecretSourceError | Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::StoreUnavailable
@@ -149,6 +153,7 @@ impl ErrorCode {
             Self::UnknownSecretKeyId => "Unknown secret_key_id",
             Self::SecretSourceError => "The secret source failed",
             Self::StoreUnavailable => "The session store is unavailable",
+            Self::RateLimited => "Too many failed requests",
             Self::InvalidCaller => "The caller's credential was refused",
             Self::UserNotFound => "No such user",
             Self::NoActiveSession => "The user has no active session",
@@ -169,12 +174,19 @@ impl ErrorCode {
 pub struct ApiError {
     code: ErrorCode,
     detail: String,
+    retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
     /// An error with a detail written for the client. The detail must never hold a secret.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into() }
+        Self { code, detail: detail.into(), retry_after_seconds: None }
+    }
+
+    /// The same error, telling the client to wait `seconds` before retrying.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     /// The code.
@@ -217,8 +229,11 @@ impl IntoResponse for ApiError {
         if let Some(challenge) = self.challenge().and_then(|text| HeaderValue::from_str(&text).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS));
+        let retry_after = self
+            .retry_after_seconds
+            .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_UNAVAILABLE_SECONDS));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -9,6 +9,7 @@
 //! - `admin`: the Admin API, enabled and disabled, and its credential matrix.
 //! - `operations`: `/healthz`, `/readyz`, `/metrics`, `/docs`, unknown routes.
 //! - `openapi`: the committed spec against the served one.
+//! - `rate_limit`: failed requests limited per client address.
 //! - `shutdown`: graceful shutdown.
 
 mod admin;
@@ -16,6 +17,7 @@ mod bodies;
 mod expiry;
 mod openapi;
 mod operations;
+mod rate_limit;
 mod sessions;
 mod shutdown;
 mod tokens;

@@ -1,0 +1,233 @@
+//! Rate limiting of failed requests per client address.
+//!
+//! A client that keeps sending invalid tokens or unreadable bodies is guessing, scanning or broken; either
+//! way its requests should not take the CPU that valid ones need. Each failed request (status 400, 401 or
+//! 413) takes a cell from the client's bucket (GCRA, by `governor`): a sustained rate with a burst. A
+//! client whose bucket is empty is refused with 429 `rate_limited` and `Retry-After` for *every* request
+//! until a cell is back, before anything is parsed, verified or read; a client that only sends valid
+//! requests never touches the limiter.
+//!
+//! The client address is the TCP peer, or, behind a trusted reverse proxy, the last address of a
+//! configured header (`X-Forwarded-For` as the proxy appends it, or `X-Real-IP`). IPv6 clients are keyed by
+//! their /64, which one host usually holds whole, so an attacker cannot rotate through its addresses.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use poem::Request;
+use poem::http::{HeaderName, StatusCode};
+
+/// How often idle clients are forgotten: their state is dropped once their bucket is full again.
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How many failed requests a client address may send: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureQuota {
+    /// Failed requests per second, sustained.
+    pub per_second: NonZeroU32,
+    /// Failed requests allowed at once, on top of the rate.
+    pub burst: NonZeroU32,
+}
+
+/// Counts failed requests per client address and refuses clients over their quota.
+pub struct FailureLimiter {
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Clients over quota, until when: checked on every request, so kept apart from the limiter's own
+    /// state (checking that would consume a cell).
+    blocked: DashMap<IpAddr, Instant>,
+    /// False when `blocked` is surely empty: lets the common case skip the map (whose emptiness check
+    /// would lock every shard). May be true with nobody blocked, never false with someone blocked for
+    /// long: every new block sets it again.
+    any_blocked: AtomicBool,
+    client_address_header: Option<HeaderName>,
+    last_cleanup: Mutex<Instant>,
+    clock: DefaultClock,
+}
+
+impl FailureLimiter {
+    /// A limiter with `quota` per client address, read from `client_address_header` when one is given.
+    pub fn new(quota: FailureQuota, client_address_header: Option<HeaderName>) -> Self {
+        let quota = Quota::per_second(quota.per_second).allow_burst(quota.burst);
+        Self {
+            failures: RateLimiter::keyed(quota),
+            blocked: DashMap::new(),
+            any_blocked: AtomicBool::new(false),
+            client_address_header,
+            last_cleanup: Mutex::new(Instant::now()),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// The address `request` is counted under, when it has one.
+    pub fn client_of(&self, request: &Request) -> Option<IpAddr> {
+        let forwarded = self.client_address_header.as_ref().and_then(|name| {
+            let value = request.headers().get_all(name).iter().next_back()?.to_str().ok()?;
+            // A proxy appends the peer it saw: the last entry is the only one it vouches for.
+            value.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+        });
+        let address = forwarded.or_else(|| request.remote_addr().as_socket_addr().map(|addr| addr.ip()))?;
+        Some(limiting_key(address))
+    }
+
+    /// How long `client` must still wait, when it is over its quota.
+    pub fn blocked_for(&self, client: IpAddr) -> Option<Duration> {
+        // Every request asks; with nobody blocked (the normal case) this is one atomic load.
+        if !self.any_blocked.load(Ordering::Relaxed) {
+            return None;
+        }
+        let until = *self.blocked.get(&client)?;
+        let now = Instant::now();
+        if until > now {
+            return Some(until - now);
+        }
+        self.blocked.remove_if(&client, |_, until| *until <= now);
+        None
+    }
+
+    /// Counts a failed request of `client`; returns how long the client must now wait when this failure
+    /// took it over its quota.
+    pub fn record_failure(&self, client: IpAddr) -> Option<Duration> {
+        self.forget_idle_clients();
+        let refused = self.failures.check_key(&client).err()?;
+        let wait = refused.wait_time_from(self.clock.now());
+        self.any_blocked.store(true, Ordering::Relaxed);
+        if self.blocked.insert(client, Instant::now() + wait).is_none() {
+            tracing::warn!(client = %client, wait_ms = wait.as_millis() as u64, "client over its quota of failed requests");
+        }
+        metrics::counter!("sidekey_rate_limited_clients_total").increment(1);
+        Some(wait)
+    }
+
+    /// Whether a response with `status` counts as a failed request: unreadable (400), unauthenticated
+    /// (401) or oversize (413); the answers a client sees when it guesses tokens or floods bodies.
+    pub fn counts_as_failure(status: StatusCode) -> bool {
+        matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED | StatusCode::PAYLOAD_TOO_LARGE)
+    }
+
+    /// How many client addresses the limiter holds state for.
+    pub fn tracked_clients(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// Drops the state of clients whose bucket is full again, at most every [`CLEANUP_INTERVAL`], so a
+    /// flood from many addresses does not grow memory for ever.
+    fn forget_idle_clients(&self) {
+        let Ok(mut last) = self.last_cleanup.try_lock() else { return };
+        let now = Instant::now();
+        if now.duration_since(*last) < CLEANUP_INTERVAL {
+            return;
+        }
+        *last = now;
+        self.failures.retain_recent();
+        self.failures.shrink_to_fit();
+        self.any_blocked.store(false, Ordering::Relaxed);
+        self.blocked.retain(|_, until| *until > now);
+        if !self.blocked.is_empty() {
+            self.any_blocked.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for FailureLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailureLimiter")
+            .field("tracked_clients", &self.failures.len())
+            .field("blocked_clients", &self.blocked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key an address is limited under: IPv4 (also when mapped into IPv6) as is, IPv6 by its /64.
+fn limiting_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(per_second: u32, burst: u32) -> FailureQuota {
+        FailureQuota {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_client_is_blocked_after_its_burst_and_others_are_not() {
+        let limiter = FailureLimiter::new(quota(1, 3), None);
+        let guesser: IpAddr = "192.0.2.1".parse().unwrap();
+        let bystander: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limiter.record_failure(guesser), None);
+        }
+        assert_eq!(limiter.blocked_for(guesser), None, "within the burst");
+        let wait = limiter.record_failure(guesser).expect("the fourth failure is over the burst");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limiter.blocked_for(guesser).is_some());
+        assert_eq!(limiter.blocked_for(bystander), None);
+        assert_eq!(limiter.record_failure(bystander), None);
+    }
+
+    #[test]
+    fn a_block_ends_when_a_cell_is_back() {
+        let limiter = FailureLimiter::new(quota(50, 1), None);
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(limiter.record_failure(client), None);
+        let wait = limiter.record_failure(client).expect("over quota");
+        std::thread::sleep(wait + Duration::from_millis(5));
+        assert_eq!(limiter.blocked_for(client), None);
+        assert_eq!(limiter.record_failure(client), None, "the bucket has a cell again");
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limiting_key(one), limiting_key(other));
+        assert_ne!(limiting_key(one), limiting_key(elsewhere));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(limiting_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn only_unreadable_unauthenticated_and_oversize_answers_count() {
+        for status in [StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED, StatusCode::PAYLOAD_TOO_LARGE] {
+            assert!(FailureLimiter::counts_as_failure(status), "{status}");
+        }
+        for status in [
+            StatusCode::OK,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            assert!(!FailureLimiter::counts_as_failure(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_address_is_the_last_one_the_proxy_appended() {
+        let limiter = FailureLimiter::new(quota(1, 1), Some(HeaderName::from_static("x-forwarded-for")));
+        let request = Request::builder().header("x-forwarded-for", "203.0.113.9, 192.0.2.44").finish();
+        assert_eq!(limiter.client_of(&request), Some("192.0.2.44".parse().unwrap()));
+        let garbage = Request::builder().header("x-forwarded-for", "not an address").finish();
+        assert_eq!(limiter.client_of(&garbage), None, "no peer address in a built request either");
+    }
+}

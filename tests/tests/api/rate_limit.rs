@@ -1,0 +1,175 @@
+//! Failed requests are limited per client address: 429 `rate_limited` with `Retry-After`.
+//!
+//! The server reads the client's address from `X-Forwarded-For` here, so one test can play several
+//! clients from loopback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::{Method, StatusCode};
+use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, spawn_app_with};
+
+const GUESSER: &str = "192.0.2.66";
+const USER: &str = "198.51.100.10";
+/// Well-formed enough to reach the store, never issued.
+const UNKNOWN_TOKEN: &str = "skt_0000000000000000000000000000000000000000000aaaaaa";
+
+async fn spawn_limited(per_second: u32, burst: u32) -> TestApp {
+    spawn_app_with(|config| {
+        config.http.failed_requests_per_second = per_second;
+        config.http.failed_requests_burst = burst;
+        config.http.client_address_header = Some("X-Forwarded-For".to_owned());
+    })
+    .await
+}
+
+async fn verify_as(app: &TestApp, client: &str, token: &str) -> reqwest::Response {
+    app.request(Method::GET, "/v1/auth/verify", Some(token))
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .expect("an answer")
+}
+
+#[tokio::test]
+async fn a_client_over_its_failures_is_refused_with_429_and_others_are_not() {
+    let app = spawn_limited(1, 5).await;
+    let valid = app.issue_token(SECRET_KEY_ID, None).await.token;
+
+    for attempt in 0..5 {
+        let response = verify_as(&app, GUESSER, UNKNOWN_TOKEN).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {attempt} is within the burst");
+    }
+    let refused = verify_as(&app, GUESSER, UNKNOWN_TOKEN).await;
+    let retry_after = header(&refused, "retry-after").expect("a Retry-After");
+    let seconds: u64 = retry_after.parse().expect("Retry-After in seconds");
+    assert!((1..=2).contains(&seconds), "one failure a second: wait about a second, not {seconds}");
+    assert_problem(refused, 429, "rate_limited").await;
+
+    // Blocked means blocked: even a valid token from that address waits, before it is looked at.
+    assert_problem(verify_as(&app, GUESSER, &valid).await, 429, "rate_limited").await;
+    // Another address is untouched, and health stays answerable for the blocked one.
+    assert_eq!(verify_as(&app, USER, &valid).await.status(), StatusCode::OK);
+    let health = app.request(Method::GET, "/healthz", None).header("x-forwarded-for", GUESSER).send();
+    assert_eq!(health.await.unwrap().status(), StatusCode::OK);
+
+    // After Retry-After, the client is served again.
+    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+    assert_eq!(verify_as(&app, GUESSER, &valid).await.status(), StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_and_malformed_bodies_count_as_failures() {
+    let app = spawn_limited(1, 3).await;
+    let oversize = vec![b'x'; 64 * 1024];
+    for _ in 0..2 {
+        let response = app
+            .request(Method::POST, "/v1/sessions", None)
+            .header("x-forwarded-for", GUESSER)
+            .header("content-type", "application/json")
+            .body(oversize.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let malformed = app
+        .request(Method::POST, "/v1/sessions", None)
+        .header("x-forwarded-for", GUESSER)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    // The burst of three is spent: the next failure is refused, and so is what follows.
+    let over = app
+        .request(Method::POST, "/v1/sessions", None)
+        .header("x-forwarded-for", GUESSER)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(over, 429, "rate_limited").await;
+    let next = app
+        .request(Method::POST, "/v1/sessions", None)
+        .header("x-forwarded-for", GUESSER)
+        .json(&serde_json::json!({ "secret_key_id": SECRET_KEY_ID }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(next, 429, "rate_limited").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rate_of_zero_turns_the_limit_off() {
+    let app = spawn_limited(0, 1).await;
+    for _ in 0..300 {
+        assert_eq!(verify_as(&app, GUESSER, UNKNOWN_TOKEN).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    app.shutdown().await;
+}
+
+/// A flood of invalid tokens and oversize bodies from one address, with a user's valid requests from
+/// another in the middle of it: every valid request is answered 200, and the flood is turned away at the
+/// door (429) rather than verified or read. (How much the flood slows valid requests is measured by
+/// `bench/flood.sh`, not here: a timing assertion in a shared test runner would be noise.)
+#[tokio::test]
+async fn a_flood_of_failures_is_turned_away_while_valid_requests_pass() {
+    let app = Arc::new(spawn_limited(20, 100).await);
+    let valid = app.issue_token(SECRET_KEY_ID, None).await.token;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..8)
+        .map(|flooder| {
+            let (app, refused, failed) = (app.clone(), refused.clone(), failed.clone());
+            tokio::spawn(async move {
+                for round in 0..250 {
+                    let response = if (flooder + round) % 2 == 0 {
+                        verify_as(&app, GUESSER, UNKNOWN_TOKEN).await
+                    } else {
+                        let sent = app
+                            .request(Method::POST, "/v1/sessions", None)
+                            .header("x-forwarded-for", GUESSER)
+                            .header("content-type", "application/json")
+                            .body(vec![b' '; 256 * 1024])
+                            .send()
+                            .await;
+                        // A refused body is not read: the server may close the connection before the
+                        // client has finished sending it, and the client then sees a reset instead of
+                        // the answer. Cutting a flooder off is fine.
+                        match sent {
+                            Ok(response) => response,
+                            Err(_) => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    };
+                    match response.status() {
+                        StatusCode::TOO_MANY_REQUESTS => refused.fetch_add(1, Ordering::Relaxed),
+                        StatusCode::UNAUTHORIZED | StatusCode::PAYLOAD_TOO_LARGE => {
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        other => panic!("a flood request got {other}"),
+                    };
+                }
+            })
+        })
+        .collect();
+
+    for _ in 0..200 {
+        assert_eq!(verify_as(&app, USER, &valid).await.status(), StatusCode::OK);
+    }
+    for flooder in flooders {
+        flooder.await.unwrap();
+    }
+    let (refused, failed) = (refused.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(refused + failed, 2000);
+    // The burst and the sustained rate for the flood's duration: far fewer than the 2000 sent.
+    assert!(failed < 600, "{failed} flood requests were processed, {refused} refused");
+    assert!(refused > 1400, "{refused} refused");
+}
