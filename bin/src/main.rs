@@ -65,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, overrides } => {
             let config = config::load(config.as_ref(), &overrides.with_environment())?;
             telemetry::init_logging(&config.log)?;
+            raise_open_file_limit();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let metrics = telemetry::install_metrics();
@@ -86,5 +87,14 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(sidekey::announce_rotation(&config, &secret_ref, reason))
         }
+    }
+}
+
+/// Takes the hard limit on open files as the soft one, as nginx and Go's runtime do: every keep-alive
+/// client holds a descriptor, and the usual soft limit of 1024 would refuse the 1025th.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
 }

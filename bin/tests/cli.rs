@@ -1,46 +1,17 @@
 //! The `sidekey` executable itself: its subcommands, its start-up checks, and its signal handling.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const SIDEKEY: &str = env!("CARGO_BIN_EXE_sidekey");
+mod support;
 
-/// Starts `sidekey serve` on a free port with JSON logs and returns the child, its address, and the log
-/// lines it writes from then on.
+use support::{SIDEKEY, start_with, terminate, wait_with_timeout};
+
 fn start(extra_env: &[(&str, &str)]) -> (Child, String, mpsc::Receiver<String>) {
-    let mut command = Command::new(SIDEKEY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env_remove("SIDEKEY_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("sidekey starts");
-    let (lines, receiver) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Other components may log before the announcement (poem's own "listening", in any order).
-    let mut addr = None;
-    while addr.is_none() {
-        let line = receiver.recv_timeout(Duration::from_secs(20)).expect("sidekey logs that it is listening");
-        let event: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if event["message"] == "sidekey is listening" {
-            addr = Some(event["addr"].as_str().expect("the event names the address").to_owned());
-        }
-    }
-    let addr = addr.unwrap();
-    (child, addr, receiver)
+    start_with(&[], extra_env)
 }
 
 fn get(addr: &str, path: &str) -> String {
@@ -49,25 +20,6 @@ fn get(addr: &str, path: &str) -> String {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
-}
-
-fn terminate(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("sidekey did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
