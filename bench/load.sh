@@ -84,12 +84,21 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 
 
-printf '%-40s %5s %12s %9s %9s %8s\n' scenario conns req/s p50_ms p99_ms non2xx
-report() { # name connections result...
-  printf '%-40s %5s %12s %9s %9s %8s\n' "$1" "$2" $3 $4 $5 "${6:-0}"
+printf '%-40s %5s %12s %9s %9s %8s %10s %10s\n' scenario conns req/s p50_ms p99_ms non2xx "rps/nginx" "p99/nginx"
+declare -A nginx_rps nginx_p99
+report() { # name connections req/s p50 p99 non2xx
+  local ratio="" p99_ratio=""
+  if [ -n "${nginx_rps[$2]:-}" ]; then
+    ratio=$(awk -v a="$3" -v b="${nginx_rps[$2]}" 'BEGIN {printf "%.2f", a / b}')
+    p99_ratio=$(awk -v a="$5" -v b="${nginx_p99[$2]}" 'BEGIN {printf "%.2f", a / b}')
+  fi
+  printf '%-40s %5s %12s %9s %9s %8s %10s %10s\n' "$1" "$2" "$3" "$4" "$5" "${6:-0}" "$ratio" "$p99_ratio"
 }
 for c in $CONNECTIONS; do
-  report "nginx return 200" "$c" $(measure "$c" "http://127.0.0.1:$NGINX_PORT/")
+  read -r rps p50 p99 bad _ < <(measure "$c" "http://127.0.0.1:$NGINX_PORT/")
+  report "nginx return 200" "$c" "$rps" "$p50" "$p99" "$bad"
+  nginx_rps[$c]=$rps
+  nginx_p99[$c]=$p99
 done
 for store in $STORES; do
   case $store in

@@ -29,6 +29,9 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
 
     let blocked = limited.as_ref().and_then(|(limiter, client)| limiter.blocked_for(*client));
     let mut response = if let Some(wait) = blocked {
+        if let Some((limiter, _)) = &limited {
+            limiter.hold(wait).await;
+        }
         rate_limited(wait)
     } else if admin_disabled {
         ApiError::new(ErrorCode::NotFound, "the admin API is disabled").into_response()
@@ -51,6 +54,7 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
         && FailureLimiter::counts_as_failure(response.status())
         && let Some(wait) = limiter.record_failure(client)
     {
+        limiter.hold(wait).await;
         response = rate_limited(wait);
     }
 

@@ -7,6 +7,12 @@
 //! until a cell is back, before anything is parsed, verified or read; a client that only sends valid
 //! requests never touches the limiter.
 //!
+//! A refusal is cheap but not free, and a flooder on keep-alive connections would get tens of
+//! thousands a second. So the 429 is held until the client's block ends (at most [`MAX_HOLD`]): each
+//! of its connections then costs a sleeping timer rather than a core, which bounds the flood to about
+//! one request per connection per hold. At most [`MAX_HELD`] answers are held at once; past that they
+//! go out at once.
+//!
 //! The client address is the TCP peer, or, behind a trusted reverse proxy, the last address of a
 //! configured header (`X-Forwarded-For` as the proxy appends it, or `X-Real-IP`). IPv6 clients are keyed by
 //! their /64, which one host usually holds whole, so an attacker cannot rotate through its addresses.
@@ -22,6 +28,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poem::Request;
 use poem::http::{HeaderName, StatusCode};
+
+/// Longest a refusal is held before it is sent.
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
+
+/// Most refusals held at once (each is a sleeping task and an open connection).
+pub const MAX_HELD: usize = 4096;
 
 /// How often idle clients are forgotten: their state is dropped once their bucket is full again.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(10);
@@ -48,6 +60,7 @@ pub struct FailureLimiter {
     client_address_header: Option<HeaderName>,
     last_cleanup: Mutex<Instant>,
     clock: DefaultClock,
+    held: tokio::sync::Semaphore,
 }
 
 impl FailureLimiter {
@@ -61,6 +74,20 @@ impl FailureLimiter {
             client_address_header,
             last_cleanup: Mutex::new(Instant::now()),
             clock: DefaultClock::default(),
+            held: tokio::sync::Semaphore::new(MAX_HELD),
+        }
+    }
+
+    /// Waits out `wait` (at most [`MAX_HOLD`]) and a random part of it again before a refusal is sent, unless [`MAX_HELD`] refusals
+    /// are already waiting.
+    pub async fn hold(&self, wait: Duration) {
+        if let Ok(_permit) = self.held.try_acquire() {
+            // The refusals of one client all wait for the same instant; released together, dozens of
+            // them would reach the core in one burst and delay the valid requests queued behind it.
+            // A random extra of up to the wait again spreads them out (and slows the flood further).
+            let wait = wait.min(MAX_HOLD);
+            let spread = getrandom::u64().map_or(0.0, |random| (random >> 11) as f64 / (1u64 << 53) as f64);
+            tokio::time::sleep(wait + wait.mul_f64(spread)).await;
         }
     }
 

@@ -40,23 +40,36 @@ async fn a_client_over_its_failures_is_refused_with_429_and_others_are_not() {
         let response = verify_as(&app, GUESSER, UNKNOWN_TOKEN).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {attempt} is within the burst");
     }
-    let refused = verify_as(&app, GUESSER, UNKNOWN_TOKEN).await;
-    let retry_after = header(&refused, "retry-after").expect("a Retry-After");
-    let seconds: u64 = retry_after.parse().expect("Retry-After in seconds");
-    assert!((1..=2).contains(&seconds), "one failure a second: wait about a second, not {seconds}");
-    assert_problem(refused, 429, "rate_limited").await;
-
-    // Blocked means blocked: even a valid token from that address waits, before it is looked at.
-    assert_problem(verify_as(&app, GUESSER, &valid).await, 429, "rate_limited").await;
-    // Another address is untouched, and health stays answerable for the blocked one.
+    // The sixth is over the burst: refused, and the refusal is held until the block ends (a second).
+    let app = Arc::new(app);
+    let started = std::time::Instant::now();
+    let over = tokio::spawn({
+        let app = app.clone();
+        async move { verify_as(&app, GUESSER, UNKNOWN_TOKEN).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Blocked means blocked: even a valid token from that address is refused, before it is looked at.
+    let blocked_valid = tokio::spawn({
+        let (app, valid) = (app.clone(), valid.clone());
+        async move { verify_as(&app, GUESSER, &valid).await }
+    });
+    // Meanwhile another address is untouched, and health stays answerable for the blocked one.
     assert_eq!(verify_as(&app, USER, &valid).await.status(), StatusCode::OK);
     let health = app.request(Method::GET, "/healthz", None).header("x-forwarded-for", GUESSER).send();
     assert_eq!(health.await.unwrap().status(), StatusCode::OK);
+    assert!(!over.is_finished(), "the refusal was sent before the block ended");
 
-    // After Retry-After, the client is served again.
-    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+    let over = over.await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(800), "held {:?}", started.elapsed());
+    let retry_after = header(&over, "retry-after").expect("a Retry-After");
+    let seconds: u64 = retry_after.parse().expect("Retry-After in seconds");
+    assert!((1..=2).contains(&seconds), "one failure a second: wait about a second, not {seconds}");
+    assert_problem(over, 429, "rate_limited").await;
+    assert_problem(blocked_valid.await.unwrap(), 429, "rate_limited").await;
+
+    // Once the block is over, the client is served again.
     assert_eq!(verify_as(&app, GUESSER, &valid).await.status(), StatusCode::OK);
-    app.shutdown().await;
+    Arc::into_inner(app).expect("no other reference").shutdown().await;
 }
 
 #[tokio::test]
@@ -83,7 +96,7 @@ async fn oversize_and_malformed_bodies_count_as_failures() {
         .await
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    // The burst of three is spent: the next failure is refused, and so is what follows.
+    // The burst of three is spent: the next failure is refused.
     let over = app
         .request(Method::POST, "/v1/sessions", None)
         .header("x-forwarded-for", GUESSER)
@@ -93,14 +106,6 @@ async fn oversize_and_malformed_bodies_count_as_failures() {
         .await
         .unwrap();
     assert_problem(over, 429, "rate_limited").await;
-    let next = app
-        .request(Method::POST, "/v1/sessions", None)
-        .header("x-forwarded-for", GUESSER)
-        .json(&serde_json::json!({ "secret_key_id": SECRET_KEY_ID }))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(next, 429, "rate_limited").await;
     app.shutdown().await;
 }
 
@@ -114,20 +119,22 @@ async fn a_rate_of_zero_turns_the_limit_off() {
 }
 
 /// A flood of invalid tokens and oversize bodies from one address, with a user's valid requests from
-/// another in the middle of it: every valid request is answered 200, and the flood is turned away at the
-/// door (429) rather than verified or read. (How much the flood slows valid requests is measured by
+/// another in the middle of it: every valid request is answered 200, and past its burst the flood gets
+/// no more than the sustained rate processed; the rest is turned away at the door (429), held until the
+/// client's block ends. (How much the flood slows valid requests is measured by
 /// `bench/flood.sh`, not here: a timing assertion in a shared test runner would be noise.)
 #[tokio::test]
 async fn a_flood_of_failures_is_turned_away_while_valid_requests_pass() {
     let app = Arc::new(spawn_limited(20, 100).await);
     let valid = app.issue_token(SECRET_KEY_ID, None).await.token;
+    let started = std::time::Instant::now();
     let refused = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let flooders: Vec<_> = (0..8)
         .map(|flooder| {
             let (app, refused, failed) = (app.clone(), refused.clone(), failed.clone());
             tokio::spawn(async move {
-                for round in 0..250 {
+                for round in 0..FLOOD_ROUNDS {
                     let response = if (flooder + round) % 2 == 0 {
                         verify_as(&app, GUESSER, UNKNOWN_TOKEN).await
                     } else {
@@ -167,9 +174,14 @@ async fn a_flood_of_failures_is_turned_away_while_valid_requests_pass() {
     for flooder in flooders {
         flooder.await.unwrap();
     }
+    let elapsed = started.elapsed().as_secs_f64();
     let (refused, failed) = (refused.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert_eq!(refused + failed, 2000);
-    // The burst and the sustained rate for the flood's duration: far fewer than the 2000 sent.
-    assert!(failed < 600, "{failed} flood requests were processed, {refused} refused");
-    assert!(refused > 1400, "{refused} refused");
+    assert_eq!(refused + failed, 8 * FLOOD_ROUNDS);
+    // The burst of 100 and 20 a second for the flood's duration, and not one more: the limiter's
+    // cell arithmetic allows one extra at each refill boundary, hence the rounding up.
+    let allowed = 100 + (20.0 * elapsed).ceil() as usize + 1;
+    assert!(failed <= allowed, "{failed} flood requests were processed in {elapsed:.1} s, {refused} refused");
+    assert!(refused > 0, "the flood was never refused");
 }
+
+const FLOOD_ROUNDS: usize = 60;
