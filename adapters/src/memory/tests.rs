@@ -1,5 +1,5 @@
-//! Unit tests of what the contract suite cannot see: the purge task's lifetime and the index's
-//! tolerance of stale deadlines.
+//! Unit tests of what the contract suite cannot see: the purge task's lifetime, refreshes racing the
+//! purge, the entry's size and the sharing of profiles.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -53,29 +53,50 @@ async fn dropping_the_store_stops_its_purge_task_and_frees_its_sessions() {
 }
 
 #[tokio::test]
-async fn a_stale_deadline_left_by_a_refresh_does_not_purge_the_session() {
+async fn a_refreshed_session_is_not_purged_at_its_old_expiry() {
     let clock = Arc::new(FixedClock(at(100)));
     let store = InMemorySessionStore::new(clock.clone());
     let token = Token::generate().unwrap();
-    let digest = token.digest();
     store.insert(&token.keys(), grant(60, at(50))).await.unwrap(); // due at 110
-    // Put a stale deadline on the schedule, as a purge racing a refresh can leave behind.
-    store.shared.deadlines().insert((at(90), digest));
-    assert_eq!(store.purge_expired(), 0);
-    assert!(matches!(store.find(&token.keys()).await.unwrap(), Lookup::Active(_)));
-    assert_eq!(store.shared.deadlines().len(), 1, "the stale deadline stays on the schedule");
+    store.extend(&token.keys(), at(200)).await.unwrap();
+    assert_eq!(store.shared.purge(at(150)), 0);
+    match store.find(&token.keys()).await.unwrap() {
+        Lookup::Active(grant) => assert_eq!(grant.session.expires_at(), at(200)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.shared.purge(at(200)), 0, "ended at its new expiry, remembered for the retention");
+    assert!(matches!(store.find(&token.keys()).await.unwrap(), Lookup::Expired));
+}
+
+#[test]
+fn an_entry_is_48_bytes() {
+    // The per-session memory budget rests on it: a 16-byte key and a 48-byte entry per bucket.
+    assert_eq!(std::mem::size_of::<super::Entry>(), 48);
 }
 
 #[tokio::test]
-async fn extend_replaces_the_scheduled_deadline() {
-    let clock = Arc::new(FixedClock(at(0)));
-    let store = InMemorySessionStore::new(clock);
-    let token = Token::generate().unwrap();
-    let digest = token.digest();
-    store.insert(&token.keys(), grant(60, at(0))).await.unwrap();
-    store.extend(&token.keys(), at(90)).await.unwrap();
-    let deadlines: Vec<_> = store.shared.deadlines().iter().copied().collect();
-    assert_eq!(deadlines, vec![(at(90), digest)]);
+async fn sessions_of_one_key_and_subject_share_one_copy_of_the_real_key() {
+    let store = InMemorySessionStore::new(Arc::new(FixedClock(at(0))));
+    let (first, second) = (Token::generate().unwrap(), Token::generate().unwrap());
+    // Two fetches of the same key: equal values in different allocations.
+    store.insert(&first.keys(), grant(60, at(0))).await.unwrap();
+    store.insert(&second.keys(), grant(60, at(0))).await.unwrap();
+    let secret_of = |lookup| match lookup {
+        Lookup::Active(grant) => grant.secret,
+        other => panic!("{other:?}"),
+    };
+    let a = secret_of(store.find(&first.keys()).await.unwrap());
+    let b = secret_of(store.find(&second.keys()).await.unwrap());
+    assert!(Arc::ptr_eq(&a, &b), "the second session kept its own copy of the key");
+
+    // A different real key under the same name (a rotation) is not merged into the old one.
+    let third = Token::generate().unwrap();
+    let rotated =
+        Grant { secret: Arc::new(SecretValue::new("sk-rotated".into()).unwrap()), ..grant(60, at(0)) };
+    store.insert(&third.keys(), rotated).await.unwrap();
+    let c = secret_of(store.find(&third.keys()).await.unwrap());
+    assert_eq!(c.expose(), "sk-rotated");
+    assert_eq!(secret_of(store.find(&first.keys()).await.unwrap()).expose(), "sk-test");
 }
 
 #[tokio::test]
