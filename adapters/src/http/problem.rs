@@ -286,6 +286,9 @@ pub enum TokenFailure {
     /// `missing_token` or `invalid_token`, with an RFC 6750 challenge.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// `rate_limited`: too many failed requests from this client address; retry after the given seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// `store_unavailable`: fail closed; retry after the given seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
@@ -300,6 +303,9 @@ impl From<ApiError> for TokenFailure {
         let problem = Json(error.to_problem());
         match error.code.status() {
             StatusCode::UNAUTHORIZED => Self::Unauthorized(problem, challenge.unwrap_or_default()),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Self::TooManyRequests(problem, error.retry_after_seconds.unwrap_or(1))
+            }
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(problem, RETRY_AFTER_UNAVAILABLE_SECONDS),
             _ => Self::Internal(problem),
         }
@@ -327,6 +333,9 @@ pub enum ApiFailure {
     /// `validation_failed` (the detail names the field) or `unknown_secret_key_id`.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
+    /// `rate_limited`: too many failed requests from this client address; retry after the given seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// `secret_source_error`.
     #[oai(status = 502, content_type = "application/problem+json")]
     BadGateway(Json<Problem>),
@@ -352,6 +361,9 @@ impl From<ApiError> for ApiFailure {
             StatusCode::NOT_FOUND => Self::NotFound(problem),
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(problem),
             StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(problem),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Self::TooManyRequests(problem, error.retry_after_seconds.unwrap_or(1))
+            }
             StatusCode::BAD_GATEWAY => Self::BadGateway(problem),
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(problem, RETRY_AFTER_UNAVAILABLE_SECONDS),
             StatusCode::GATEWAY_TIMEOUT => Self::GatewayTimeout(problem),
