@@ -73,6 +73,14 @@ impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned);
 /// Parses `bytes` as a `T`, telling malformed JSON (400) from invalid fields (422). Public for the fuzz
 /// targets.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde reads a struct from an array positionally: `["openai-prod"]` would pass as a session request,
+    // and an array longer than the struct would be called malformed (the fuzzer found that one). The
+    // contract's bodies are objects: any other well-formed JSON is refused whole.
+    if bytes.trim_ascii_start().first() != Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "the body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
     let value = match parsed {
@@ -87,14 +95,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 serde_json::error::Category::Data => {
                     // serde's own message names an unknown or missing field; the path names a mistyped one.
                     let message = strip_position(&inner.to_string());
-                    let detail = if bytes.trim_ascii_start().first() != Some(&b'{') {
-                        // serde would read an array positionally and complain about "[0]".
-                        "the body must be a JSON object".to_owned()
-                    } else if path == "." || path.is_empty() {
-                        message
-                    } else {
-                        format!("{path}: {message}")
-                    };
+                    let detail =
+                        if path == "." || path.is_empty() { message } else { format!("{path}: {message}") };
                     ApiError::new(ErrorCode::ValidationFailed, detail)
                 }
                 _ if out_of_range => {
@@ -150,6 +152,11 @@ mod tests {
             (br#"{"ttl_seconds":5}"#, "name"),
             (br#"[1,2]"#, "JSON object"),
             (br#"42"#, "JSON object"),
+            // Found by the json_bodies fuzz target: longer than the struct, it was called malformed.
+            (br#"["","nrd","nr"]"#, "JSON object"),
+            // Positional and complete: it used to pass as a Sample.
+            (br#"["a", 5]"#, "JSON object"),
+            (br#" "a""#, "JSON object"),
         ];
         for (body, field) in cases {
             let error = parse_json::<Sample>(body).unwrap_err();
