@@ -422,25 +422,42 @@ pub async fn serve(
     Ok(())
 }
 
-/// Completes on SIGTERM or Ctrl-C (SIGINT), whichever comes first.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers handlers for SIGTERM and SIGINT (Ctrl-C) now, and returns a future that completes when
+/// either arrives.
+///
+/// Registering at once matters: a handler installed only when the future is first polled leaves a
+/// window after the server has announced itself in which a SIGTERM kills the process outright (exit by
+/// signal, in-flight requests cut) instead of shutting it down gracefully.
+///
+/// # Panics
+/// Outside a tokio runtime (signal handling needs its driver).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let wait = |kind| {
+            let registered = signal(kind);
+            async move {
+                match registered {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    // Without a handler there is nothing to wait for; the default action remains.
+                    Err(_) => std::future::pending::<()>().await,
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let (terminate, interrupt) = (wait(SignalKind::terminate()), wait(SignalKind::interrupt()));
+        async move {
+            tokio::select! {
+                () = terminate => {}
+                () = interrupt => {}
+            }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -77,7 +77,8 @@ fn main() -> anyhow::Result<()> {
             let config = config::load(config.as_ref(), &overrides.with_environment())?;
             telemetry::init_logging(&config.log)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(sidekey::run_bridge(&config, sidekey::shutdown_signal()))
+            // The signal handlers are registered inside the runtime, before the bridge starts.
+            runtime.block_on(async { sidekey::run_bridge(&config, sidekey::shutdown_signal()).await })
         }
         Command::Announce { secret_key_id, withdrawn, config, overrides } => {
             let config = config::load(config.as_ref(), &overrides.with_environment())?;
