@@ -27,7 +27,7 @@ fn verify_path(c: &mut Criterion) {
     runtime.block_on(async {
         for token in &tokens {
             let session = Session::issue(
-                SessionId::new_random(),
+                SessionId::of_token(&token.digest()),
                 secret_ref.clone(),
                 None,
                 Metadata::default(),

@@ -8,18 +8,21 @@
 //! refresh, revoke, admin listings) is rarer by orders of magnitude. And a busy instance holds a great
 //! many live sessions, so each must be small. The structures follow from that.
 //!
-//! - **One map**: `DashMap<DigestKey, Entry>`. DashMap shards its table behind one read-write lock per
+//! - **One map**: `DashMap<IdKey, Entry>`. DashMap shards its table behind one read-write lock per
 //!   shard, so concurrent [`find`](SessionStore::find)s on different tokens never meet on a lock, and a
-//!   writer blocks only the shard it writes to. There is no second index: an extra map by session id
-//!   and an expiry schedule cost more than the sessions themselves (about 100 and 75 bytes a session),
-//!   while what they speed up is rare: revocation by id and the once-a-second purge scan instead.
-//! - **The key** is the first 16 bytes of the token's SHA-256 digest. Tokens carry 256 random bits, so
-//!   two live sessions share a key with probability about n²/2¹²⁹, and finding a token for a given key
-//!   is a 2¹²⁸ second-preimage search. The key is already uniformly random, so the map hashes it by
-//!   taking 8 of its bytes ([`DigestKeyHasher`]) instead of running SipHash; an attacker cannot choose
-//!   the keys that are stored (only issued tokens are), so there is nothing to flood.
-//! - **An entry** is 48 bytes: the session id, issue and expiry times and the TTL as integers, and one
-//!   shared [`Profile`] (the `secret_key_id`, subject, metadata and real key). Sessions that share all
+//!   writer blocks only the shard it writes to. There is no second index: an expiry schedule would cost
+//!   about as much as the sessions themselves (about 75 bytes a session) to speed up the purge, which
+//!   scans once a second at most instead.
+//! - **The key** is the session id, which the application derives from the token's SHA-256 digest
+//!   ([`SessionId::of_token`]): 122 bits of the digest, so `find` computes it from the token and
+//!   `revoke_by_id` uses it as it comes, and no entry keeps an id beside its key. Tokens carry 256
+//!   random bits, so two live sessions share a key with probability about n²/2¹²³, and finding a token
+//!   for a given key is a 2¹²² second-preimage search. The key is already uniformly random, so the map
+//!   hashes it by folding its bytes ([`IdKeyHasher`]) instead of running SipHash; an attacker cannot
+//!   choose the keys that are stored (only issued tokens are), so there is nothing to flood.
+//! - **An entry** is 32 bytes: issue and expiry times and the TTL as integers, and one shared
+//!   [`Profile`] (the `secret_key_id`, subject, metadata and real key); with its key, a table slot is
+//!   48 bytes. Sessions that share all
 //!   four share one profile: issuing the same key to many users' sessions stores the key once per
 //!   subject, not once per session. An ended session (a tombstone, kept so `find` can say how it
 //!   ended for [`ENDED_SESSION_RETENTION`] after its expiry) has no profile: the real key is dropped
@@ -30,8 +33,8 @@
 //!   milliseconds. It reads time from the [`Clock`] port, so tests control it, and shrinks the map when
 //!   it has emptied out: hash tables never give memory back on their own, and the port requires expired
 //!   sessions' memory to be released without anyone asking.
-//! - Listing, bulk revocation and revocation by id scan the map shard by shard: rare admin operations
-//!   (a key rotation, a user ban, one leaked session) that an index would tax every insert to speed up.
+//! - Listing and bulk revocation scan the map shard by shard: rare admin operations (a key rotation, a
+//!   user ban) that an index would tax every insert to speed up.
 //! - A session past its `expires_at` but not yet purged is still returned by `find` (the port allows
 //!   it, and checking would put the clock on the hot path), but `extend`, the revocations and `list`
 //!   treat it as gone, as a backend with native expiry would: the purge's timing never changes an answer.
@@ -61,6 +64,7 @@ use sidekey_domain::{
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 /// Longest the purge task sleeps before looking at the clock again. The task sleeps on tokio's monotonic
 /// timer but due times are wall-clock times from the [`Clock`] port; one second bounds how late a purge
@@ -76,20 +80,28 @@ const SHRINK_FLOOR: usize = 4096;
 /// they are purged, which is what the memory actually holds.
 pub const LIVE_SESSIONS_GAUGE: &str = "sidekey_sessions_live";
 
-/// The map key: the first 16 bytes of a token's digest (see the module docs for why 16 are enough).
-type DigestKey = [u8; 16];
+/// The map key: the session id's bytes, which are the token digest's but for the UUID's version and
+/// variant bits (see the module docs for why that is enough).
+type IdKey = [u8; 16];
 
-fn key_of(digest: &TokenDigest) -> DigestKey {
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest.as_bytes()[..16]);
-    key
+fn key_of(digest: &TokenDigest) -> IdKey {
+    id_key(SessionId::of_token(digest))
 }
 
-/// Hashes a [`DigestKey`] by taking 8 of its bytes: they are uniformly random already.
-#[derive(Default)]
-struct DigestKeyHasher(u64);
+fn id_key(id: SessionId) -> IdKey {
+    *id.as_uuid().as_bytes()
+}
 
-impl Hasher for DigestKeyHasher {
+fn id_of(key: &IdKey) -> SessionId {
+    SessionId::from_uuid(Uuid::from_bytes(*key))
+}
+
+/// Hashes an [`IdKey`] by folding its two words: all but 6 of its bits are uniformly random already,
+/// and the fold lines each fixed bit up with a random one.
+#[derive(Default)]
+struct IdKeyHasher(u64);
+
+impl Hasher for IdKeyHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -105,7 +117,7 @@ impl Hasher for DigestKeyHasher {
     }
 }
 
-type Sessions = DashMap<DigestKey, Entry, BuildHasherDefault<DigestKeyHasher>>;
+type Sessions = DashMap<IdKey, Entry, BuildHasherDefault<IdKeyHasher>>;
 
 /// Shared profiles by `secret_key_id` and subject.
 type Profiles = HashMap<(SecretRef, Option<Subject>), Weak<Profile>>;
@@ -118,10 +130,9 @@ struct Profile {
     secret: Arc<SecretValue>,
 }
 
-/// One stored session: 48 bytes. Times are nanoseconds since the Unix epoch (exact for any time
-/// from 1970 to 2554).
+/// One stored session but its id (the map key): 32 bytes. Times are nanoseconds since the Unix epoch
+/// (exact for any time from 1970 to 2554).
 struct Entry {
-    id: SessionId,
     issued_at: u64,
     expires_at: u64,
     /// An active session's TTL in nanoseconds; a tombstone's [`Ending`].
@@ -166,11 +177,11 @@ impl Entry {
         }
     }
 
-    /// The session, if this entry is active.
-    fn session(&self) -> Option<Session> {
+    /// The session stored under `key`, if this entry is active.
+    fn session(&self, key: &IdKey) -> Option<Session> {
         let profile = self.profile.as_ref()?;
         let parts = SessionParts {
-            id: self.id,
+            id: id_of(key),
             secret_ref: profile.secret_ref.clone(),
             subject: profile.subject.clone(),
             issued_at: time(self.issued_at),
@@ -182,10 +193,10 @@ impl Entry {
         Session::from_parts(parts).ok()
     }
 
-    /// What `find` answers for this entry.
-    fn lookup(&self) -> Lookup {
+    /// What `find` answers for this entry, stored under `key`.
+    fn lookup(&self, key: &IdKey) -> Lookup {
         match &self.profile {
-            Some(profile) => match self.session() {
+            Some(profile) => match self.session(key) {
                 Some(session) => Lookup::Active(Grant { session, secret: Arc::clone(&profile.secret) }),
                 None => Lookup::Missing,
             },
@@ -396,7 +407,7 @@ impl Shared {
     }
 
     /// Revokes the session under `key` if it is live at `now`; returns whether it did.
-    fn revoke(&self, key: &DigestKey, now: SystemTime) -> bool {
+    fn revoke(&self, key: &IdKey, now: SystemTime) -> bool {
         let released = {
             let Some(mut entry) = self.sessions.get_mut(key) else { return false };
             if !entry.is_live_at(nanos(now)) {
@@ -448,8 +459,12 @@ impl SessionStore for InMemorySessionStore {
         // The sealing key is for stores that keep data outside this process; memory needs no sealing.
         let key = key_of(keys.digest());
         let session = &grant.session;
+        if id_of(&key) != session.id() {
+            // The application issues every session under its token's id; anything else is a bug that
+            // must not store a session `find` would answer with another id.
+            return Err(StoreError::Unavailable("the session id is not derived from its token".into()));
+        }
         let entry = Entry {
-            id: session.id(),
             issued_at: nanos(session.issued_at()),
             expires_at: nanos(session.expires_at()),
             ttl_or_ending: duration_nanos(session.ttl()),
@@ -472,16 +487,18 @@ impl SessionStore for InMemorySessionStore {
 
     async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError> {
         // One shard read lock and a few reference counts: nothing else on the verification path.
-        Ok(self.shared.sessions.get(&key_of(keys.digest())).map_or(Lookup::Missing, |entry| entry.lookup()))
+        let key = key_of(keys.digest());
+        Ok(self.shared.sessions.get(&key).map_or(Lookup::Missing, |entry| entry.lookup(&key)))
     }
 
     async fn extend(&self, keys: &TokenKeys, expires_at: SystemTime) -> Result<Lookup, StoreError> {
         let now = nanos(self.shared.clock.now());
-        let Some(mut entry) = self.shared.sessions.get_mut(&key_of(keys.digest())) else {
+        let key = key_of(keys.digest());
+        let Some(mut entry) = self.shared.sessions.get_mut(&key) else {
             return Ok(Lookup::Missing);
         };
         if !entry.is_active() {
-            return Ok(entry.lookup());
+            return Ok(entry.lookup(&key));
         }
         // Expired but not yet seen by the purge is expired as far as callers can tell: refreshing it
         // would resurrect it just because the purge task had not come round yet.
@@ -494,7 +511,7 @@ impl SessionStore for InMemorySessionStore {
             entry.expires_at = moved;
             self.shared.schedule(moved);
         }
-        Ok(entry.lookup())
+        Ok(entry.lookup(&key))
     }
 
     async fn revoke(&self, digest: &TokenDigest) -> Result<bool, StoreError> {
@@ -502,10 +519,8 @@ impl SessionStore for InMemorySessionStore {
     }
 
     async fn revoke_by_id(&self, id: SessionId) -> Result<bool, StoreError> {
-        // A scan (rare admin operation; see the module docs), then the revocation under a write lock.
-        let now = self.shared.clock.now();
-        let found = self.shared.sessions.iter().find(|entry| entry.id == id).map(|entry| *entry.key());
-        Ok(found.is_some_and(|key| self.shared.revoke(&key, now)))
+        // The id is the key (see the module docs).
+        Ok(self.shared.revoke(&id_key(id), self.shared.clock.now()))
     }
 
     async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, StoreError> {
@@ -514,13 +529,13 @@ impl SessionStore for InMemorySessionStore {
         // hold; each revocation re-checks its entry, so the count is exactly the sessions this call
         // revoked, even if others revoke or refresh concurrently.
         let now = self.shared.clock.now();
-        let selected: Vec<DigestKey> = self
+        let selected: Vec<IdKey> = self
             .shared
             .sessions
             .iter()
             .filter(|entry| {
                 entry.is_live_at(nanos(now))
-                    && entry.session().is_some_and(|session| target.matches(&session))
+                    && entry.session(entry.key()).is_some_and(|session| target.matches(&session))
             })
             .map(|entry| *entry.key())
             .collect();
@@ -536,7 +551,7 @@ impl SessionStore for InMemorySessionStore {
             .sessions
             .iter()
             .filter(|entry| entry.is_live_at(now))
-            .filter_map(|entry| entry.session())
+            .filter_map(|entry| entry.session(entry.key()))
             .filter(|session| filter.matches(session))
             .take(limit)
             .collect())

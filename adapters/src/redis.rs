@@ -41,8 +41,8 @@
 //!   it at once. A revocation deletes it.
 //! - The **id entry** because admins revoke by session id and everything else is keyed by digest. It
 //!   lives in the id's own shard: the same as the digest's for every id the service issues
-//!   ([`SessionId::new_random_in_shard`]), so the insert script writes it atomically with the session.
-//!   An id from another shard (sessions built outside the service, as the contract suite's are) gets its
+//!   ([`SessionId::of_token`]), so the insert script writes it atomically with the session.
+//!   An id from another shard (a session built outside the service, as some tests build them) gets its
 //!   entry from a second command right after the script.
 //! - The **sorted-set indexes** serve listings and bulk revocations (a key rotation, a user ban) without a
 //!   `SCAN` of the whole database: per shard, `ZRANGEBYSCORE` over the matching index yields exactly the

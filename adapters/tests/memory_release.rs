@@ -64,10 +64,10 @@ fn rss_mib() -> f64 {
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
-/// A session issued at the manual clock's start for `ttl` seconds.
-fn session(ttl: u64) -> Session {
+/// `token`'s session, issued at the manual clock's start for `ttl` seconds.
+fn session(token: &Token, ttl: u64) -> Session {
     Session::issue(
-        SessionId::new_random(),
+        SessionId::of_token(&token.digest()),
         SecretRef::parse("openai-prod").unwrap(),
         None,
         SessionMetadata::default(),
@@ -94,8 +94,9 @@ async fn a_million_expired_sessions_give_their_memory_back() {
         // test down, and the store sees nothing but the keys derived from them.
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&i.to_le_bytes());
-        let grant = Grant { session: session(60), secret: Arc::clone(&secret) };
-        store.insert(&Token::from_random_bytes(&bytes).keys(), grant).await.unwrap();
+        let token = Token::from_random_bytes(&bytes);
+        let grant = Grant { session: session(&token, 60), secret: Arc::clone(&secret) };
+        store.insert(&token.keys(), grant).await.unwrap();
     }
     let (peak_len, peak_capacity, rss_peak) = (store.len(), store.capacity(), rss_mib());
     assert_eq!(peak_len as u64, SESSIONS);
@@ -143,7 +144,7 @@ async fn the_live_gauge_counts_active_sessions_only() {
     let mut digests = Vec::new();
     for ttl in [60, 60, 120] {
         let token = Token::generate().unwrap();
-        let grant = Grant { session: session(ttl), secret: Arc::clone(&secret) };
+        let grant = Grant { session: session(&token, ttl), secret: Arc::clone(&secret) };
         store.insert(&token.keys(), grant).await.unwrap();
         digests.push(token.digest());
     }
@@ -168,7 +169,7 @@ async fn the_purge_task_removes_expired_sessions_by_itself() {
     let store = InMemorySessionStore::new(clock.clone());
     let token = Token::generate().unwrap();
     let secret = Arc::new(SecretValue::new("sk-live".into()).unwrap());
-    store.insert(&token.keys(), Grant { session: session(60), secret }).await.unwrap();
+    store.insert(&token.keys(), Grant { session: session(&token, 60), secret }).await.unwrap();
 
     // Give the task time to run with nothing due, then move the manual clock past the expiry: the
     // task sleeps on tokio's real timer, so it must notice the jump at its next capped wake-up.

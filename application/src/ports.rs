@@ -107,6 +107,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// [`ENDED_SESSION_RETENTION`] later, and then MUST be forgotten and its memory released without
     /// anyone asking.
     ///
+    /// The session's id is [`SessionId::of_token`] of the token's digest (the use cases issue it so), and
+    /// a store MAY rely on that: the in-memory store keys sessions by it and refuses any other id.
+    ///
     /// # Errors
     /// MUST return [`StoreError::Conflict`] if a session (active or revoked) is stored under `digest`.
     async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError>;

@@ -259,8 +259,9 @@ impl SessionService {
         let keys = token.keys();
         let digest = *keys.digest();
         let session = Session::issue(
-            // The id carries the digest's shard, so a partitioned store finds a session by id in one place.
-            SessionId::new_random_in_shard(digest.shard()),
+            // Derived from the digest: a store keyed by digest need not keep it, and a partitioned store
+            // finds a session by id in the digest's partition (its first byte is the digest's shard).
+            SessionId::of_token(&digest),
             request.secret_ref,
             request.subject,
             metadata,

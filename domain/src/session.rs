@@ -10,8 +10,12 @@ use uuid::Uuid;
 
 use crate::policy::{SessionPolicy, Ttl};
 use crate::secret_ref::SecretRef;
+use crate::token::TokenDigest;
 
-/// A session's public identifier (a random UUID). Unlike the token, knowing it grants nothing.
+/// A session's public identifier (a UUID). Unlike the token, knowing it grants nothing.
+///
+/// Issued sessions carry the id derived from their token's digest ([`SessionId::of_token`]); stores
+/// rebuild whatever id they kept.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Uuid);
 
@@ -37,6 +41,20 @@ impl SessionId {
         // Byte 0 is random in a v4 UUID (the version and variant bits live in bytes 6 and 8).
         bytes[0] = shard;
         Self(Uuid::from_bytes(bytes))
+    }
+
+    /// The id of the session that the token with this digest stands for: the digest's first 16 bytes,
+    /// marked as a version-8 (custom) UUID.
+    ///
+    /// Derived rather than random so that a store keyed by digest need not keep the id beside its key:
+    /// the in-memory store keeps 16 bytes a session fewer, and finds a session by id in one lookup. It
+    /// gives away nothing a random id would not: 122 bits of the SHA-256 digest of a 256-bit random token
+    /// help neither to recover the token nor to make another one that matches. Its first byte is the
+    /// digest's, so it carries the digest's shard as [`SessionId::new_random_in_shard`] does.
+    pub fn of_token(digest: &TokenDigest) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.as_bytes()[..16]);
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 
     /// The partition this id was issued in: its first byte.
@@ -421,6 +439,22 @@ mod tests {
         assert_eq!(id.as_uuid().get_version_num(), 4);
         assert_eq!(id.as_uuid().get_variant(), uuid::Variant::RFC4122);
         assert_ne!(SessionId::new_random_in_shard(0xab), id);
+    }
+
+    #[test]
+    fn a_token_derived_id_is_a_v8_uuid_of_the_digest_prefix_and_carries_its_shard() {
+        let first = crate::Token::from_random_bytes(&[7; 32]).digest();
+        let other = crate::Token::from_random_bytes(&[8; 32]).digest();
+        let id = SessionId::of_token(&first);
+        assert_eq!(id, SessionId::of_token(&first), "the same token always names the same session");
+        assert_ne!(id, SessionId::of_token(&other));
+        assert_eq!(id.shard(), first.shard());
+        assert_eq!(id.as_uuid().get_version_num(), 8);
+        assert_eq!(id.as_uuid().get_variant(), uuid::Variant::RFC4122);
+        // Only the version and variant bits differ from the digest's prefix.
+        let differing: u32 =
+            id.as_uuid().as_bytes().iter().zip(first.as_bytes()).map(|(a, b)| (a ^ b).count_ones()).sum();
+        assert!(differing <= 6, "{differing} bits changed");
     }
 
     #[test]

@@ -85,10 +85,11 @@ impl Harness {
         (self.settle)().await;
     }
 
-    /// A grant issued now for `ttl` seconds, for `secret` (whose value is `sk-<secret>`) and `subject`.
-    fn grant(&self, secret: &str, subject: Option<&str>, ttl: u64) -> Grant {
+    /// A grant of `token`'s session, issued now for `ttl` seconds, for `secret` (whose value is
+    /// `sk-<secret>`) and `subject`.
+    fn grant(&self, token: &Token, secret: &str, subject: Option<&str>, ttl: u64) -> Grant {
         let session = Session::issue(
-            SessionId::new_random(),
+            SessionId::of_token(&token.digest()),
             SecretRef::parse(secret).unwrap(),
             subject.map(|subject| Subject::parse(subject).unwrap()),
             Metadata::new([("team".to_owned(), "search".to_owned())].into()).unwrap(),
@@ -102,7 +103,7 @@ impl Harness {
     /// Stores a fresh session under a fresh token's token.
     async fn issue(&self, secret: &str, subject: Option<&str>, ttl: u64) -> (Token, Session) {
         let token = Token::generate().unwrap();
-        let grant = self.grant(secret, subject, ttl);
+        let grant = self.grant(&token, secret, subject, ttl);
         let session = grant.session.clone();
         self.store.insert(&token.keys(), grant).await.unwrap();
         (token, session)
@@ -169,7 +170,7 @@ pub mod contract {
 
     pub async fn insert_then_find_returns_the_session_and_its_secret(h: Harness) {
         let token = Token::generate().unwrap();
-        let grant = h.grant("openai-prod", Some("user_1"), 60);
+        let grant = h.grant(&token, "openai-prod", Some("user_1"), 60);
         h.store.insert(&token.keys(), grant.clone()).await.unwrap();
         let found = h.active(&token).await;
         assert_eq!(found.session, grant.session);
@@ -187,11 +188,11 @@ pub mod contract {
 
     pub async fn insert_refuses_a_digest_already_stored_even_when_revoked(h: Harness) {
         let (token, original) = h.issue("openai", None, 60).await;
-        let again = h.store.insert(&token.keys(), h.grant("other", None, 60)).await;
+        let again = h.store.insert(&token.keys(), h.grant(&token, "other", None, 60)).await;
         assert_eq!(again.unwrap_err(), StoreError::Conflict);
         assert_eq!(h.active(&token).await.session, original, "a conflict must not overwrite");
         assert!(h.store.revoke(&token.digest()).await.unwrap());
-        let after_revoke = h.store.insert(&token.keys(), h.grant("openai", None, 60)).await;
+        let after_revoke = h.store.insert(&token.keys(), h.grant(&token, "openai", None, 60)).await;
         assert_eq!(after_revoke.unwrap_err(), StoreError::Conflict);
         assert!(is_revoked(&h.find(&token).await));
     }

@@ -214,6 +214,7 @@ async fn issue_stores_the_session_under_the_digest_of_the_token_it_returns() {
     assert_eq!(session.issued_at(), now);
     assert_eq!(session.ttl(), Duration::from_secs(DEFAULT_TTL));
     assert_eq!(session.expires_at(), at(DEFAULT_TTL));
+    assert_eq!(session.id(), SessionId::of_token(&digest), "the id is derived from the token");
     assert_eq!(session.id().shard(), digest.shard(), "the id carries the digest's shard");
 }
 
