@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Loopback HTTP load: sidekey (release build) against nginx answering `return 200` (the machine's ceiling),
-# in one run. Each server is pinned to core 0 with one worker; wrk runs on core 1.
+# in one run. Each server is pinned to core 0 with one worker; wrk runs on core 1. Two rows place the
+# gap: hyper answering 200 with no work (bench/ceiling, the HTTP library sidekey serves with) and
+# sidekey's own GET /healthz (its routing and middleware, no token).
 #
 #   bash bench/load.sh                    # 10 s per measurement
 #   DURATION=30s CONNECTIONS="32 64" STORES="memory redis" bash bench/load.sh
@@ -16,6 +18,7 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-"32 64"}
 SIDEKEY_PORT=${SIDEKEY_PORT:-18480}
 NGINX_PORT=${NGINX_PORT:-18481}
+HYPER_PORT=${HYPER_PORT:-18482}
 ROTATING_TOKENS=${ROTATING_TOKENS:-10000}
 STORES=${STORES:-"memory redis"}
 SERVER_CORE=0
@@ -41,6 +44,11 @@ CONF
 taskset -c $SERVER_CORE "$NGINX" -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 wait_for "http://127.0.0.1:$NGINX_PORT/"
+cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
+taskset -c $SERVER_CORE bench/ceiling/target/release/hyper-ceiling 127.0.0.1:$HYPER_PORT &
+hyper_pid=$!
+pids+=($hyper_pid)
+wait_for "http://127.0.0.1:$HYPER_PORT/"
 
 # sidekey on the given store: one tokio worker on one core, warn-level logs (an audit line per issue
 # would measure the terminal). Prints nothing; leaves its pid in $sidekey_pid.
@@ -99,7 +107,9 @@ for c in $CONNECTIONS; do
   report "nginx return 200" "$c" "$rps" "$p50" "$p99" "$bad"
   nginx_rps[$c]=$rps
   nginx_p99[$c]=$p99
+  report "hyper 200, no work (bench/ceiling)" "$c" $(measure "$c" "http://127.0.0.1:$HYPER_PORT/")
 done
+kill "$hyper_pid"; wait "$hyper_pid" 2>/dev/null || true
 for store in $STORES; do
   case $store in
     memory) url=memory ;;
@@ -110,6 +120,8 @@ for store in $STORES; do
   issue_tokens
   TOKEN=$(head -n1 "$work/tokens.txt")
   for c in $CONNECTIONS; do
+    [ "$store" = memory ] && report "[$store] GET /healthz (no token)" "$c" \
+      $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/healthz")
     report "[$store] verify (one token)" "$c" \
       $(measure "$c" "http://127.0.0.1:$SIDEKEY_PORT/v1/auth/verify" -H "Authorization: Bearer $TOKEN")
     report "[$store] verify ($ROTATING_TOKENS tokens)" "$c" \
