@@ -31,6 +31,21 @@ async fn verify_as(app: &TestApp, client: &str, token: &str) -> reqwest::Respons
         .expect("an answer")
 }
 
+/// `POST /v1/sessions` with a JSON `body` from `client`; the send's error is the caller's to judge (a
+/// refused oversize body may be cut off).
+async fn create_session_as(
+    app: &TestApp,
+    client: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Result<reqwest::Response> {
+    app.request(Method::POST, "/v1/sessions", None)
+        .header("x-forwarded-for", client)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn a_client_over_its_failures_is_refused_with_429_and_others_are_not() {
     let app = spawn_limited(1, 5).await;
@@ -77,34 +92,13 @@ async fn oversize_and_malformed_bodies_count_as_failures() {
     let app = spawn_limited(1, 3).await;
     let oversize = vec![b'x'; 64 * 1024];
     for _ in 0..2 {
-        let response = app
-            .request(Method::POST, "/v1/sessions", None)
-            .header("x-forwarded-for", GUESSER)
-            .header("content-type", "application/json")
-            .body(oversize.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = create_session_as(&app, GUESSER, oversize.clone()).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
-    let malformed = app
-        .request(Method::POST, "/v1/sessions", None)
-        .header("x-forwarded-for", GUESSER)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let malformed = create_session_as(&app, GUESSER, "{not json").await.unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     // The burst of three is spent: the next failure is refused.
-    let over = app
-        .request(Method::POST, "/v1/sessions", None)
-        .header("x-forwarded-for", GUESSER)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let over = create_session_as(&app, GUESSER, "{not json").await.unwrap();
     assert_problem(over, 429, "rate_limited").await;
     app.shutdown().await;
 }
@@ -138,13 +132,7 @@ async fn a_flood_of_failures_is_turned_away_while_valid_requests_pass() {
                     let response = if (flooder + round) % 2 == 0 {
                         verify_as(&app, GUESSER, UNKNOWN_TOKEN).await
                     } else {
-                        let sent = app
-                            .request(Method::POST, "/v1/sessions", None)
-                            .header("x-forwarded-for", GUESSER)
-                            .header("content-type", "application/json")
-                            .body(vec![b' '; 256 * 1024])
-                            .send()
-                            .await;
+                        let sent = create_session_as(&app, GUESSER, vec![b' '; 256 * 1024]).await;
                         // A refused body is not read: the server may close the connection before the
                         // client has finished sending it, and the client then sees a reset instead of
                         // the answer. Cutting a flooder off is fine.
