@@ -78,8 +78,8 @@ impl FailureLimiter {
         }
     }
 
-    /// Waits out `wait` (at most [`MAX_HOLD`]) and a random part of it again before a refusal is sent, unless [`MAX_HELD`] refusals
-    /// are already waiting.
+    /// Waits out `wait` (at most [`MAX_HOLD`]) and a random part of it again before a refusal is sent,
+    /// unless [`MAX_HELD`] refusals are already waiting.
     pub async fn hold(&self, wait: Duration) {
         if let Ok(_permit) = self.held.try_acquire() {
             // The refusals of one client all wait for the same instant; released together, dozens of
@@ -123,8 +123,11 @@ impl FailureLimiter {
         self.forget_idle_clients();
         let refused = self.failures.check_key(&client).err()?;
         let wait = refused.wait_time_from(self.clock.now());
+        let newly_blocked = self.blocked.insert(client, Instant::now() + wait).is_none();
+        // After the entry exists: a cleanup that clears the flag and then finds the map empty cannot
+        // have run between the two and left this block unseen.
         self.any_blocked.store(true, Ordering::Relaxed);
-        if self.blocked.insert(client, Instant::now() + wait).is_none() {
+        if newly_blocked {
             tracing::warn!(client = %client, wait_ms = wait.as_millis() as u64, "client over its quota of failed requests");
         }
         metrics::counter!("sidekey_rate_limited_clients_total").increment(1);
