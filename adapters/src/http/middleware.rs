@@ -27,11 +27,10 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
         .filter(|_| under_api)
         .and_then(|limiter| Some((limiter.clone(), limiter.client_of(&request)?)));
 
-    let blocked = limited.as_ref().and_then(|(limiter, client)| limiter.blocked_for(*client));
-    let mut response = if let Some(wait) = blocked {
-        if let Some((limiter, _)) = &limited {
-            limiter.hold(wait).await;
-        }
+    let blocked =
+        limited.as_ref().and_then(|(limiter, client)| Some((limiter, limiter.blocked_for(*client)?)));
+    let mut response = if let Some((limiter, wait)) = blocked {
+        limiter.hold(wait).await;
         rate_limited(wait)
     } else if admin_disabled {
         ApiError::new(ErrorCode::NotFound, "the admin API is disabled").into_response()
@@ -49,10 +48,10 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
         }
     };
 
-    if let Some((limiter, client)) = limited
+    if let Some((limiter, client)) = &limited
         && blocked.is_none()
         && FailureLimiter::counts_as_failure(response.status())
-        && let Some(wait) = limiter.record_failure(client)
+        && let Some(wait) = limiter.record_failure(*client)
     {
         limiter.hold(wait).await;
         response = rate_limited(wait);
