@@ -11,6 +11,7 @@
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
 //! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
 //! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
+//! - [`server`]: the connections, and a valid `GET /v1/auth/verify` answered before poem.
 
 pub mod admin_api;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod operations_api;
 pub mod problem;
 pub mod proxy_route;
 pub mod rate_limit;
+pub mod server;
 pub mod session_api;
 
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use sidekey_application::{CallerAuthenticator, SessionService};
 pub use auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
 pub use rate_limit::{FailureLimiter, FailureQuota};
+pub use server::{HttpApp, serve};
 
 use crate::proxy::Proxy;
 
@@ -109,14 +112,23 @@ pub fn openapi_json() -> String {
     openapi_service().spec()
 }
 
-/// The whole HTTP application: the contract's routes, `/openapi.json`, `/docs`, and the shared middleware.
-pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> impl Endpoint + 'static {
-    let service = openapi_service();
-    let spec = service.spec_endpoint();
-    let docs = service.swagger_ui();
+/// The whole HTTP application: the contract's routes, `/openapi.json`, `/docs`, the shared middleware,
+/// and the forward-auth fast path; [`server::serve`] serves it.
+pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> HttpApp {
     let limiter = settings
         .failure_quota
         .map(|quota| Arc::new(FailureLimiter::new(quota, settings.client_address_header.clone())));
+    HttpApp::new(endpoint(state.clone(), settings, limiter.clone()).boxed(), state, limiter)
+}
+
+fn endpoint(
+    state: Arc<HttpState>,
+    settings: HttpSettings,
+    limiter: Option<Arc<FailureLimiter>>,
+) -> impl Endpoint<Output = poem::Response> + 'static {
+    let service = openapi_service();
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
     Route::new()
         .nest("/", service.into_endpoint())
         .at("/openapi.json", spec)

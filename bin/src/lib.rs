@@ -17,14 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::{Endpoint, Server};
 use sidekey_adapters::bridge::{
     AnnouncementReason, Bridge, BridgeSecret, BridgeSettings, BusSourceSettings, EventBusSecretSource,
     RedisBus, RedisBusSettings, announce, spawn_rotation_listener,
 };
 use sidekey_adapters::directory::{PostgresDirectory, PostgresDirectorySettings};
-use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpState, MetricsRenderer};
+use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpApp, HttpState, MetricsRenderer};
 use sidekey_adapters::identity::{BetterAuthSessionVerifier, CallerVerifiers, JwtSettings, JwtVerifier};
 use sidekey_adapters::redis::LocalCacheSettings;
 use sidekey_adapters::{
@@ -47,10 +45,7 @@ pub use config::Config;
 ///
 /// # Errors
 /// When the configuration asks for something contradictory or not available in this build.
-pub async fn build(
-    config: &Config,
-    metrics: Option<MetricsRenderer>,
-) -> anyhow::Result<impl Endpoint + 'static> {
+pub async fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<HttpApp> {
     let policy = config.session_policy()?;
     let clock = Arc::new(SystemClock);
     let store = session_store(config, clock.clone()).await?;
@@ -373,26 +368,15 @@ impl RunningServer {
 pub async fn spawn(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<RunningServer> {
     let app = build(config, metrics).await?;
     let addr = config.listen_addr()?;
-    let acceptor =
-        TcpListener::bind(addr).into_acceptor().await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = acceptor
-        .local_addr()
-        .into_iter()
-        .find_map(|addr| addr.as_socket_addr().copied())
-        .context("the listener has no TCP address")?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("the listener has no TCP address")?;
     let (shutdown, signal) = oneshot::channel::<()>();
     let grace = Duration::from_secs(config.http.shutdown_grace_seconds);
-    let task = tokio::spawn(async move {
-        Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(
-                app,
-                async move {
-                    let _ = signal.await;
-                },
-                Some(grace),
-            )
-            .await
-    });
+    let stop = async move {
+        let _ = signal.await;
+    };
+    let task = tokio::spawn(http::serve(listener, app, stop, grace));
     Ok(RunningServer { addr: local, shutdown: Some(shutdown), task })
 }
 

@@ -34,7 +34,25 @@ pub struct PresentedToken(pub Bearer);
 pub struct VerifiedSession(pub Grant);
 
 async fn verify_presented(request: &Request, bearer: Bearer) -> poem::Result<Grant> {
+    if let Some(prior) = request.extensions().get::<PriorRefusal>()
+        && prior.token == bearer.token
+    {
+        return Err(prior.error.clone().into());
+    }
     Ok(verify_token(state_of(request)?, &bearer.token).await?)
+}
+
+/// The forward-auth fast path's refusal of the request's token ([`super::server`]), handed on with the
+/// request so the route answers it without asking the store a second time (which, with the store down,
+/// would also double the wait for the 503).
+///
+/// No `Debug`: it holds the presented token.
+#[derive(Clone)]
+pub(crate) struct PriorRefusal {
+    /// The token that was refused, as presented.
+    pub(crate) token: String,
+    /// The answer to it.
+    pub(crate) error: ApiError,
 }
 
 /// Verifies the bearer token of a request that is not an OpenAPI operation (same errors as

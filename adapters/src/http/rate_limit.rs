@@ -27,7 +27,7 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poem::Request;
-use poem::http::{HeaderName, StatusCode};
+use poem::http::{HeaderMap, HeaderName, StatusCode};
 
 /// Longest a refusal is held before it is sent.
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
@@ -93,13 +93,17 @@ impl FailureLimiter {
 
     /// The address `request` is counted under, when it has one.
     pub fn client_of(&self, request: &Request) -> Option<IpAddr> {
+        self.client_from(request.headers(), request.remote_addr().as_socket_addr().map(|addr| addr.ip()))
+    }
+
+    /// The address a request with these `headers` from the TCP peer `peer` is counted under.
+    pub fn client_from(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
         let forwarded = self.client_address_header.as_ref().and_then(|name| {
-            let value = request.headers().get_all(name).iter().next_back()?.to_str().ok()?;
+            let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
             // A proxy appends the peer it saw: the last entry is the only one it vouches for.
             value.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
         });
-        let address = forwarded.or_else(|| request.remote_addr().as_socket_addr().map(|addr| addr.ip()))?;
-        Some(limiting_key(address))
+        Some(limiting_key(forwarded.or(peer)?))
     }
 
     /// How long `client` must still wait, when it is over its quota.

@@ -243,3 +243,41 @@ async fn verify_answers_200_with_the_session_headers_and_no_body() {
     assert_eq!(app.verify(&issued.token).await.status(), StatusCode::OK);
     app.shutdown().await;
 }
+
+/// Headers and body of an answer, without `date` (which may tick between two requests).
+async fn answer_of(response: reqwest::Response) -> (StatusCode, Vec<(String, String)>, bytes::Bytes) {
+    let status = response.status();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    (status, headers, response.bytes().await.unwrap())
+}
+
+#[tokio::test]
+async fn verify_answers_alike_on_the_fast_path_and_through_the_route() {
+    // A valid token is answered before the poem application; an `Origin` header (no CORS configured,
+    // so it changes nothing in the answer) sends the same request through the route instead.
+    let app = spawn_app().await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    let through_route = |token: &str| {
+        send(
+            app.request(Method::GET, "/v1/auth/verify", Some(token)).header("origin", "https://chat.example"),
+        )
+    };
+
+    let fast = answer_of(app.verify(&issued.token).await).await;
+    let routed = answer_of(through_route(&issued.token).await).await;
+    assert_eq!(fast.0, StatusCode::OK);
+    assert_eq!(fast, routed);
+
+    assert_eq!(app.revoke(&issued.token).await.status(), StatusCode::NO_CONTENT);
+    let fast = answer_of(app.verify(&issued.token).await).await;
+    let routed = answer_of(through_route(&issued.token).await).await;
+    assert_eq!(fast.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(fast, routed, "a refused token gets the route's own problem+json");
+    app.shutdown().await;
+}
