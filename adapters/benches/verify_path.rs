@@ -1,5 +1,5 @@
 //! The verify path piece by piece: token parse, digest, in-memory store lookup, and the whole
-//! `SessionService::verify` over the in-memory store.
+//! `SessionService::verify` over the in-memory store; and the encoding of a new token, issue's share.
 //!
 //! Run: `cargo bench -p sidekey-adapters --bench verify_path`. Figures go to docs/BENCHMARKS.md.
 
@@ -49,6 +49,9 @@ fn verify_path(c: &mut Criterion) {
     // The harness's own cost, to subtract from the async rows below.
     group.bench_function("block_on_ready_future", |b| b.iter(|| runtime.block_on(async { black_box(1) })));
     group.bench_function("token_parse", |b| b.iter(|| Token::parse(black_box(&texts[rotate()])).unwrap()));
+    // Issue's share: the random bytes written as a token (base62 body and checksum).
+    let random = [0xa5; sidekey_domain::token::TOKEN_RANDOM_BYTES];
+    group.bench_function("token_encode", |b| b.iter(|| Token::from_random_bytes(black_box(&random))));
     let parsed = Token::parse(&texts[0]).unwrap();
     group.bench_function("token_digest", |b| b.iter(|| black_box(&parsed).digest()));
     group.bench_function("token_keys", |b| b.iter(|| black_box(&parsed).keys()));
