@@ -281,3 +281,29 @@ async fn verify_answers_alike_on_the_fast_path_and_through_the_route() {
     assert_eq!(fast, routed, "a refused token gets the route's own problem+json");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn issue_and_verify_work_over_http2_with_prior_knowledge() {
+    // An ingress may speak h2c to sidekey; the fast path and the routes behind it both answer.
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let issued = client
+        .post(app.url("/v1/sessions"))
+        .json(&json!({ "secret_key_id": SECRET_KEY_ID }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.version(), reqwest::Version::HTTP_2);
+    assert_eq!(issued.status(), StatusCode::CREATED);
+    let issued: Value = issued.json().await.unwrap();
+    let token = issued["token"].as_str().unwrap();
+
+    let verified = client.get(app.url("/v1/auth/verify")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(verified.version(), reqwest::Version::HTTP_2);
+    assert_eq!(verified.status(), StatusCode::OK);
+    assert_eq!(header(&verified, "x-sidekey-session-id").as_deref(), issued["session_id"].as_str());
+
+    let refused = client.get(app.url("/v1/auth/verify")).bearer_auth("skt_nope").send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    app.shutdown().await;
+}

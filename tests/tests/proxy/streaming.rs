@@ -213,9 +213,10 @@ async fn a_stream_that_stalls_longer_than_the_idle_timeout_is_cut() {
         send(app.request(Method::GET, "/v1/proxy/openai/sse?n=3&gap_ms=100", Some(&issued.token))).await;
     assert_eq!(response.text().await.unwrap().matches("data:").count(), 3);
 
-    // ...a longer silence ends the response after what had arrived, long before the upstream's next event.
-    // (Over HTTP/1.1 the end should be abrupt, without the last chunk; poem 3.1's server writes the last
-    // chunk after a body error, so the client may see a clean end: accept either, never the second event.)
+    // ...a longer silence ends the response after what had arrived, long before the upstream's next event,
+    // and abruptly: over HTTP/1.1 without the last chunk, so the client cannot take it for a complete one.
+    // (poem's server wrote the last chunk after a body error; sidekey's own server, which replaced it,
+    // does not.)
     let started = Instant::now();
     let mut response =
         send(app.request(Method::GET, "/v1/proxy/openai/sse?n=2&gap_ms=3000", Some(&issued.token))).await;
@@ -223,9 +224,37 @@ async fn a_stream_that_stalls_longer_than_the_idle_timeout_is_cut() {
     let first = response.chunk().await.unwrap().expect("the first event");
     assert!(first.starts_with(b"data: {\"index\":0}"));
     match response.chunk().await {
-        Ok(None) | Err(_) => {}
+        Err(_) => {}
+        Ok(None) => panic!("the cut stream ended like a complete one"),
         Ok(Some(chunk)) => panic!("the stalled stream went on: {chunk:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(2), "cut after {:?}", started.elapsed());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn over_http2_a_stalled_stream_is_reset_not_ended() {
+    let upstream = FakeUpstream::start().await;
+    let mut config = upstream_config("openai", &upstream.url(""), &[SECRET_KEY_ID]);
+    config.idle_timeout_ms = 300;
+    let app = app_with(vec![config]).await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+
+    let mut response = client
+        .get(app.url("/v1/proxy/openai/sse?n=2&gap_ms=3000"))
+        .bearer_auth(&issued.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = response.chunk().await.unwrap().expect("the first event");
+    assert!(first.starts_with(b"data: {\"index\":0}"));
+    match response.chunk().await {
+        Err(_) => {}
+        Ok(None) => panic!("the cut stream ended like a complete one"),
+        Ok(Some(chunk)) => panic!("the stalled stream went on: {chunk:?}"),
+    }
     app.shutdown().await;
 }
