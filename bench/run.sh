@@ -6,7 +6,7 @@
 #   memory.sh  start-up to ready, idle memory, resident memory per live session at 100k and 1M;
 #   flood.sh   valid verifies under a flood of invalid tokens and oversize bodies, limit on and off.
 #
-#   bash bench/run.sh                 # about 6 minutes with the defaults
+#   bash bench/run.sh                 # about 10 minutes with the defaults
 #   DURATION=30s bash bench/run.sh    # longer measurements (each script reads DURATION)
 #
 # Code-path figures come from criterion instead: `cargo bench -p sidekey-adapters --bench verify_path`.
