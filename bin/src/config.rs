@@ -17,9 +17,9 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use poem::http::HeaderName;
 use serde::{Deserialize, Deserializer, Serialize};
-use sidekey_adapters::UpstreamSettings;
-use sidekey_adapters::http::{CorsSettings, FailureQuota, HttpSettings};
 use sidekey_domain::SessionPolicy;
+use sidekey_http::UpstreamSettings;
+use sidekey_http::{CorsSettings, FailureQuota, HttpSettings};
 
 /// A configured secret (admin token, shared secrets): `Debug` is redacted so the configuration can be
 /// logged whole.
@@ -171,7 +171,7 @@ impl Default for SecretsConfig {
         Self {
             source: "env".to_owned(),
             timeout_ms: 5000,
-            max_pending: sidekey_adapters::bridge::DEFAULT_MAX_PENDING,
+            max_pending: sidekey_bridge::DEFAULT_MAX_PENDING,
             prefix: "sidekey".to_owned(),
         }
     }
@@ -278,7 +278,7 @@ impl Default for DirectoryConfig {
     }
 }
 
-/// `[[upstreams]]`: one proxied upstream (validated at start-up by `sidekey_adapters::proxy`).
+/// `[[upstreams]]`: one proxied upstream (validated at start-up by `sidekey_http::proxy`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {

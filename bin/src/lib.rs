@@ -17,22 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sidekey_adapters::bridge::{
-    AnnouncementReason, Bridge, BridgeSecret, BridgeSettings, BusSourceSettings, EventBusSecretSource,
-    RedisBus, RedisBusSettings, announce, spawn_rotation_listener,
-};
-use sidekey_adapters::directory::{PostgresDirectory, PostgresDirectorySettings};
-use sidekey_adapters::http::{self, AdminCredential, CorsSettings, HttpApp, HttpState, MetricsRenderer};
-use sidekey_adapters::identity::{BetterAuthSessionVerifier, CallerVerifiers, JwtSettings, JwtVerifier};
-use sidekey_adapters::redis::LocalCacheSettings;
-use sidekey_adapters::{
-    EnvSecretSource, FileSecretSource, InMemorySessionStore, Proxy, RedisSessionStore, RedisStoreSettings,
-    SystemClock, TomlFileSecretSource,
-};
 use sidekey_application::{
     CallerAuthenticator, CascadeCheck, EventBus, SecretSource, SessionService, SessionStore, UserDirectory,
 };
+use sidekey_bridge::{
+    AnnouncementReason, Bridge, BridgeSecret, BridgeSettings, BusSourceSettings, EventBusSecretSource,
+    announce, spawn_rotation_listener,
+};
 use sidekey_domain::SecretRef;
+use sidekey_http::{self as http, AdminCredential, CorsSettings, HttpApp, HttpState, MetricsRenderer, Proxy};
+use sidekey_jwt::{BetterAuthSessionVerifier, CallerVerifiers, JwtSettings, JwtVerifier};
+use sidekey_local::{
+    EnvSecretSource, FileSecretSource, InMemorySessionStore, SystemClock, TomlFileSecretSource,
+};
+use sidekey_postgres::{PostgresDirectory, PostgresDirectorySettings};
+use sidekey_redis::{LocalCacheSettings, RedisBus, RedisBusSettings, RedisSessionStore, RedisStoreSettings};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use sidekey::config::{self, Overrides};
 use sidekey::telemetry;
-use sidekey_adapters::bridge::AnnouncementReason;
+use sidekey_bridge::AnnouncementReason;
 use sidekey_domain::SecretRef;
 
 /// Keeps LLM API keys on the server: clients hold short-lived session tokens instead.
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Openapi => {
-            println!("{}", sidekey_adapters::http::openapi_json());
+            println!("{}", sidekey_http::openapi_json());
             Ok(())
         }
         Command::Serve { config, overrides } => {

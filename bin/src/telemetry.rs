@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sidekey_adapters::http::MetricsRenderer;
+use sidekey_http::MetricsRenderer;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};

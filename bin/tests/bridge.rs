@@ -535,11 +535,11 @@ async fn a_forged_reply_or_announcement_from_a_rogue_on_the_bus_is_refused() {
     assert_eq!(server.session_count().await, 1);
 
     // A forged announcement does not revoke.
-    let forged = sidekey_adapters::bridge::protocol::SecretAnnouncement::new(
-        &sidekey_adapters::bridge::BridgeSecret::new("rogue-secret-of-its-own-choosing").unwrap(),
+    let forged = sidekey_bridge::protocol::SecretAnnouncement::new(
+        &sidekey_bridge::BridgeSecret::new("rogue-secret-of-its-own-choosing").unwrap(),
         uuid::Uuid::new_v4(),
         &sidekey_domain::SecretRef::parse(KEY_ID).unwrap(),
-        sidekey_adapters::bridge::AnnouncementReason::Withdrawn,
+        sidekey_bridge::AnnouncementReason::Withdrawn,
         u64::try_from(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
         )
@@ -562,8 +562,8 @@ async fn a_forged_reply_or_announcement_from_a_rogue_on_the_bus_is_refused() {
 /// A reply in the right shape to `request`, sealed correctly to the requester's public key but under
 /// the rogue's own secret: what anyone on the bus could make.
 fn forge_reply(rogue_secret: &str, request: &Value) -> Vec<u8> {
-    use sidekey_adapters::bridge::BridgeSecret;
-    use sidekey_adapters::bridge::protocol::{Answer, SecretReply, SecretRequest};
+    use sidekey_bridge::BridgeSecret;
+    use sidekey_bridge::protocol::{Answer, SecretReply, SecretRequest};
     let canonical = format!(
         "sidekey-bridge/v1/request\n{}\n{}\n{}\n{}\n{}",
         request["id"].as_str().unwrap(),

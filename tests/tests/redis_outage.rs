@@ -2,13 +2,10 @@
 //! `Retry-After` within a bounded time (never a hang, never a 200), `/readyz` 503, and recovery without a
 //! restart, with the sessions Redis persisted still valid.
 
-#[path = "../../adapters/tests/support/redis_server.rs"]
-mod redis_server;
-
 use std::time::{Duration, Instant};
 
-use redis_server::{PrivateRedis, skip_unless_installed};
 use reqwest::StatusCode;
+use sidekey_test_support::redis_server::{PrivateRedis, skip_unless_installed};
 use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, spawn_app_with};
 
 /// Connect and command timeouts given to the store: short, so the bound below is tight.

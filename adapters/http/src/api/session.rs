@@ -1,0 +1,335 @@
+//! The Session API: issue, show, refresh, revoke, and forward-auth verification.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+use sidekey_application::{
+    AuthenticatedCaller, CallerAuthError, CallerAuthenticator, CallerCredential, CallerRejection, IssueError,
+    IssueRequest, RESERVED_METADATA_PREFIX,
+};
+use sidekey_domain::{Metadata, SecretRef, Session};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::auth::{PresentedToken, VerifiedSession, verify_error};
+use super::json_body::JsonBody;
+use crate::problem::{ApiError, ApiFailure, ErrorCode, TokenFailure};
+use crate::{ApiTags, HttpState};
+
+/// Asks for a session token standing in for the real key named `secret_key_id`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(rename = "IssueSessionRequest")]
+pub struct IssueSessionRequest {
+    /// The name of the real key (never the key itself): 1–128 characters of `A-Z a-z 0-9 . _ : -`.
+    #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]+$"))]
+    pub secret_key_id: String,
+    /// Lifetime in seconds; the configured default (3600) when absent. Must lie within the configured
+    /// bounds.
+    #[oai(validator(minimum(value = "1")))]
+    pub ttl_seconds: Option<u64>,
+    /// Free-form labels: at most 16 entries of at most 256 characters each.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A new session and its token. The token is shown only here, once.
+#[derive(Debug, Object)]
+#[oai(rename = "IssuedSession")]
+pub struct IssuedSession {
+    /// The session's public identifier.
+    pub session_id: Uuid,
+    /// The session token: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// When the session stops verifying (RFC 3339, UTC).
+    pub expires_at: OffsetDateTime,
+    /// Seconds until `expires_at`.
+    pub expires_in: u64,
+    /// The name of the real key the token stands for.
+    pub secret_key_id: String,
+    /// The authenticated user the session belongs to, or null.
+    pub subject: Option<String>,
+}
+
+/// A session as clients and admins see it: never the token, never the real key.
+#[derive(Debug, Object)]
+#[oai(rename = "Session")]
+pub struct SessionView {
+    /// The session's public identifier.
+    pub session_id: Uuid,
+    /// The name of the real key the token stands for.
+    pub secret_key_id: String,
+    /// The authenticated user the session belongs to, or null.
+    pub subject: Option<String>,
+    /// When the session was issued (RFC 3339, UTC).
+    pub issued_at: OffsetDateTime,
+    /// When the session stops verifying (RFC 3339, UTC).
+    pub expires_at: OffsetDateTime,
+    /// Seconds until `expires_at`.
+    pub expires_in: u64,
+    /// The labels given at issue.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SessionView {
+    pub(crate) fn new(session: &Session, now: SystemTime) -> Self {
+        Self {
+            session_id: session.id().as_uuid(),
+            secret_key_id: session.secret_ref().to_string(),
+            subject: session.subject().map(ToString::to_string),
+            issued_at: session.issued_at().into(),
+            expires_at: session.expires_at().into(),
+            expires_in: whole_seconds_left(session, now),
+            metadata: session.metadata().entries().clone(),
+        }
+    }
+}
+
+/// Seconds left, rounded up: a session with half a second left still has "1", and a fresh one-hour
+/// session says 3600 rather than 3599.
+fn whole_seconds_left(session: &Session, now: SystemTime) -> u64 {
+    let left = session.remaining_at(now);
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+}
+
+#[derive(ApiResponse)]
+enum IssueResponse {
+    /// The session was created; the token is in the body, and must not be cached.
+    #[oai(status = 201)]
+    Created(Json<IssuedSession>, #[oai(header = "Cache-Control")] String),
+}
+
+#[derive(ApiResponse)]
+enum SessionResponse {
+    /// The session.
+    #[oai(status = 200)]
+    Ok(Json<SessionView>),
+}
+
+#[derive(ApiResponse)]
+enum RevokeResponse {
+    /// The session is revoked: its token is refused everywhere from now on.
+    #[oai(status = 204)]
+    Revoked,
+}
+
+#[derive(ApiResponse)]
+enum VerifyResponse {
+    /// The token is valid; the headers say what it grants (for nginx `auth_request`, Traefik ForwardAuth,
+    /// Envoy ext_authz).
+    #[oai(status = 200)]
+    Valid(
+        #[oai(header = "X-Sidekey-Session-Id")] String,
+        #[oai(header = "X-Sidekey-Secret-Key-Id")] String,
+        #[oai(header = "X-Sidekey-Subject")] Option<String>,
+    ),
+}
+
+/// The Session API.
+pub struct SessionApi;
+
+#[OpenApi(tag = "ApiTags::Sessions")]
+impl SessionApi {
+    /// Issue a session token
+    ///
+    /// Exchanges the name of a real key for a short-lived session token. The real key is fetched from the
+    /// secret source now, kept server-side, and never returned.
+    #[oai(path = "/v1/sessions", method = "post", operation_id = "issue_session")]
+    async fn issue(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        request: &poem::Request,
+        body: JsonBody<IssueSessionRequest>,
+    ) -> Result<IssueResponse, ApiFailure> {
+        let JsonBody(body) = body;
+        if let Some(metadata) = &body.metadata
+            && let Some(reserved) = metadata.keys().find(|key| key.starts_with(RESERVED_METADATA_PREFIX))
+        {
+            return Err(ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("metadata: the key {reserved:?} is reserved (prefix {RESERVED_METADATA_PREFIX:?})"),
+            )
+            .into());
+        }
+        let caller = match &state.callers {
+            None => None,
+            Some(callers) => Some(authenticate_caller(callers, request).await?),
+        };
+        let secret_ref = SecretRef::parse(&body.secret_key_id)
+            .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("secret_key_id: {error}")))?;
+        let metadata = Metadata::new(body.metadata.unwrap_or_default())
+            .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("metadata: {error}")))?;
+        let (subject, caller_session) = match caller {
+            Some(caller) => (Some(caller.subject), caller.bound_to.map(|session| session.id)),
+            None => (None, None),
+        };
+        let request =
+            IssueRequest { secret_ref, ttl_seconds: body.ttl_seconds, metadata, subject, caller_session };
+        let issued = state.sessions.issue(request).await.map_err(issue_error)?;
+        let session = &issued.session;
+        let body = IssuedSession {
+            session_id: session.id().as_uuid(),
+            token: issued.token.expose().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_at: OffsetDateTime::from(session.expires_at()),
+            expires_in: whole_seconds_left(session, state.sessions.now()),
+            secret_key_id: session.secret_ref().to_string(),
+            subject: session.subject().map(ToString::to_string),
+        };
+        Ok(IssueResponse::Created(Json(body), "no-store".to_owned()))
+    }
+
+    /// Show the current session
+    ///
+    /// The session of the presented token: never the token, never the real key.
+    #[oai(path = "/v1/session", method = "get", operation_id = "get_session")]
+    async fn show(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        auth: VerifiedSession,
+    ) -> Result<SessionResponse, TokenFailure> {
+        let VerifiedSession(grant) = auth;
+        Ok(SessionResponse::Ok(Json(SessionView::new(&grant.session, state.sessions.now()))))
+    }
+
+    /// Refresh the current session
+    ///
+    /// Slides `expires_at` to now + the session's TTL, never past the configured maximum lifetime
+    /// counted from `issued_at`.
+    #[oai(path = "/v1/session/refresh", method = "post", operation_id = "refresh_session")]
+    async fn refresh(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        auth: PresentedToken,
+    ) -> Result<SessionResponse, TokenFailure> {
+        let session = state.sessions.refresh(&auth.0.token).await.map_err(verify_error)?;
+        Ok(SessionResponse::Ok(Json(SessionView::new(&session, state.sessions.now()))))
+    }
+
+    /// Revoke the current session
+    ///
+    /// Afterwards the token is `invalid_token` everywhere.
+    #[oai(path = "/v1/session", method = "delete", operation_id = "revoke_session")]
+    async fn revoke(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        auth: PresentedToken,
+    ) -> Result<RevokeResponse, TokenFailure> {
+        state.sessions.revoke(&auth.0.token).await.map_err(verify_error)?;
+        Ok(RevokeResponse::Revoked)
+    }
+
+    /// Verify a token (forward-auth)
+    ///
+    /// For nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 200 with the session's headers,
+    /// or 401. No body.
+    #[oai(path = "/v1/auth/verify", method = "get", operation_id = "verify_token")]
+    async fn verify(&self, auth: VerifiedSession) -> Result<VerifyResponse, TokenFailure> {
+        let session = &auth.0.session;
+        Ok(VerifyResponse::Valid(
+            session.id().to_string(),
+            session.secret_ref().to_string(),
+            session.subject().map(ToString::to_string),
+        ))
+    }
+}
+
+/// The cookie in which Better Auth keeps its session token (`token.signature`).
+const BETTER_AUTH_COOKIE: &str = "better-auth.session_token";
+/// The same cookie under the `__Secure-` prefix Better Auth uses over HTTPS.
+const BETTER_AUTH_SECURE_COOKIE: &str = "__Secure-better-auth.session_token";
+
+/// Checks who is calling `POST /v1/sessions`: a bearer credential (a JWT, or a Better Auth session
+/// token), else Better Auth's session cookie.
+async fn authenticate_caller(
+    callers: &CallerAuthenticator,
+    request: &poem::Request,
+) -> Result<AuthenticatedCaller, ApiError> {
+    let credential = caller_credential(request);
+    let client = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
+    callers.authenticate(credential.as_ref(), client).await.map_err(|error| match error {
+        CallerAuthError::Rejected(CallerRejection::Missing) => ApiError::new(
+            ErrorCode::MissingToken,
+            "creating a session needs the caller's credential: Authorization: Bearer <JWT or session token>",
+        ),
+        CallerAuthError::Rejected(rejection) => {
+            ApiError::new(ErrorCode::InvalidCaller, rejection.to_string())
+        }
+        CallerAuthError::UserNotFound => {
+            ApiError::new(ErrorCode::UserNotFound, "no user has the caller's email")
+        }
+        CallerAuthError::NoActiveSession => {
+            ApiError::new(ErrorCode::NoActiveSession, "the caller has no active sign-in session")
+        }
+        // The causes were logged by the use case; the client learns only that it may retry.
+        CallerAuthError::DirectoryUnavailable(_) => {
+            ApiError::new(ErrorCode::DirectoryUnavailable, "the user directory is unavailable; retry shortly")
+        }
+        CallerAuthError::ProviderUnavailable(_) => ApiError::new(
+            ErrorCode::IdentityProviderUnavailable,
+            "the identity provider's keys cannot be fetched; retry shortly",
+        ),
+    })
+}
+
+fn caller_credential(request: &poem::Request) -> Option<CallerCredential> {
+    let headers = request.headers();
+    if let Some(value) = headers.get(poem::http::header::AUTHORIZATION) {
+        let text = value.to_str().unwrap_or_default();
+        // A malformed Authorization header is still a credential, to be refused, not a reason to fall
+        // back to the cookie.
+        let token = text
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        return Some(CallerCredential::Bearer(token.to_owned()));
+    }
+    headers
+        .get_all(poem::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BETTER_AUTH_COOKIE || *name == BETTER_AUTH_SECURE_COOKIE)
+        .map(|(_, value)| CallerCredential::SessionCookie(value.to_owned()))
+}
+
+fn issue_error(error: IssueError) -> ApiError {
+    match error {
+        IssueError::InvalidTtl(error) => ApiError::new(ErrorCode::ValidationFailed, error.to_string()),
+        IssueError::Metadata(error) => {
+            ApiError::new(ErrorCode::ValidationFailed, format!("metadata: {error}"))
+        }
+        IssueError::UnknownSecret => {
+            ApiError::new(ErrorCode::UnknownSecretKeyId, "the secret source has no secret of that name")
+        }
+        IssueError::SecretSourceTimeout => {
+            ApiError::new(ErrorCode::SecretSourceTimeout, "the secret source did not answer in time")
+        }
+        IssueError::SecretSourceFailed(cause) => {
+            tracing::warn!(%cause, "secret source failed");
+            ApiError::new(ErrorCode::SecretSourceError, "the secret source failed")
+        }
+        IssueError::SecretSourceUnavailable(cause) => {
+            tracing::warn!(%cause, "secret source unavailable");
+            ApiError::new(
+                ErrorCode::SecretSourceUnavailable,
+                "the secret source is unavailable; retry shortly",
+            )
+        }
+        IssueError::StoreUnavailable(cause) => {
+            tracing::warn!(%cause, "session store failed on issue");
+            ApiError::new(ErrorCode::StoreUnavailable, "the session store is unavailable; retry shortly")
+        }
+        IssueError::Entropy(error) => {
+            tracing::error!(%error, "no randomness for a token");
+            ApiError::new(ErrorCode::Internal, "an unexpected error occurred; it has been logged")
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! sidekey's inbound side: the contract's HTTP API on poem-openapi, the server that owns the
+//! connections, and the protected proxy that carries real keys to the upstreams allowed to have them.
+//!
+//! Depends on `domain` and `application` only: the stores, secret sources and identity checks arrive as
+//! the application's services and ports, wired by `bin`. Only this crate knows HTTP statuses, and only
+//! [`problem`] maps application errors to the contract's problem+json codes.
+//!
+//! # Layout
+//! - [`problem`]: [`ApiError`](problem::ApiError), the contract's codes, the conversion of every
+//!   application error and of poem's own errors.
+//! - [`api`]: the routes of the OpenAPI document (sessions, admin, operations), the bearer extractors
+//!   and the size-limited JSON body.
+//! - [`proxy`]: `ANY /v1/proxy/{upstream}/…` and `ANY /v1/chatkit/…` (outside the OpenAPI document: any
+//!   method, any body) and their transport: validated upstreams, header rules, streamed bodies, the
+//!   pooled client.
+//! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
+//! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
+//! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
+//! - [`server`]: the connections, and a valid `GET /v1/auth/verify` answered before poem.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cors;
+pub mod middleware;
+pub mod problem;
+pub mod proxy;
+pub mod rate_limit;
+pub mod server;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem_openapi::{OpenApiService, Tags};
+use sidekey_application::{CallerAuthenticator, SessionService};
+
+pub use api::auth::{AdminCredential, VerifiedSession, authenticate};
+pub use cors::{CorsConfigError, CorsSettings};
+pub use rate_limit::{FailureLimiter, FailureQuota};
+pub use server::{HttpApp, serve};
+
+pub use proxy::{Proxy, UpstreamSettings};
+
+/// Renders the metrics registry as Prometheus text.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the routes share.
+pub struct HttpState {
+    /// The use cases.
+    pub sessions: Arc<SessionService>,
+    /// The admin API's credential; `None` disables the admin API (its routes answer 404).
+    pub admin: Option<AdminCredential>,
+    /// The metrics registry, when one is installed.
+    pub metrics: Option<MetricsRenderer>,
+    /// The configured upstreams; `None` when there are none (the proxy routes answer 404).
+    pub proxy: Option<Proxy>,
+    /// The browser origins allowed by CORS (none: no CORS headers at all).
+    pub cors: CorsSettings,
+    /// Who may create sessions; `None` (`auth.mode = none`) lets any caller that reaches sidekey.
+    pub callers: Option<Arc<CallerAuthenticator>>,
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest JSON request body, in bytes.
+    pub body_limit: usize,
+    /// Failed requests allowed per client address; `None` disables the limit.
+    pub failure_quota: Option<FailureQuota>,
+    /// The header a trusted reverse proxy puts the client's address in; `None` uses the TCP peer.
+    pub client_address_header: Option<poem::http::HeaderName>,
+}
+
+impl HttpSettings {
+    /// The contract's default JSON body limit: 16 KiB, ample for a session request (a 128-byte name and
+    /// 16 metadata entries of 2 × 256 characters fit in 9 KiB even as 4-byte UTF-8).
+    pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { body_limit: Self::DEFAULT_BODY_LIMIT, failure_quota: None, client_address_header: None }
+    }
+}
+
+/// Groups of operations in the OpenAPI document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Issue, inspect, refresh and revoke session tokens; forward-auth verification.
+    Sessions,
+    /// Operator access (needs `SIDEKEY_ADMIN_TOKEN`).
+    Admin,
+    /// Health, readiness and metrics.
+    Operations,
+}
+
+type Apis = (api::session::SessionApi, api::admin::AdminApi, api::operations::OperationsApi);
+
+fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (api::session::SessionApi, api::admin::AdminApi, api::operations::OperationsApi),
+        "sidekey",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .summary("Short-lived session tokens in place of real LLM API keys")
+    .description(
+        "A chat frontend exchanges the *name* of a real key for a short-lived session token; sidekey \
+         keeps the real key server-side and verifies the token on every call. Every error is \
+         `application/problem+json` with a stable `code`.",
+    )
+}
+
+/// The OpenAPI document, exactly as `GET /openapi.json` serves it.
+pub fn openapi_json() -> String {
+    openapi_service().spec()
+}
+
+/// The whole HTTP application: the contract's routes, `/openapi.json`, `/docs`, the shared middleware,
+/// and the forward-auth fast path; [`server::serve`] serves it.
+pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> HttpApp {
+    let limiter = settings
+        .failure_quota
+        .map(|quota| Arc::new(FailureLimiter::new(quota, settings.client_address_header.clone())));
+    HttpApp::new(endpoint(state.clone(), settings, limiter.clone()).boxed(), state, limiter)
+}
+
+fn endpoint(
+    state: Arc<HttpState>,
+    settings: HttpSettings,
+    limiter: Option<Arc<FailureLimiter>>,
+) -> impl Endpoint<Output = poem::Response> + 'static {
+    let service = openapi_service();
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service.into_endpoint())
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        // Unstripped: the route reads the path below the prefix exactly as the client encoded it.
+        .nest_no_strip(proxy::route::PROXY_PREFIX, proxy::route::ProxyRoute::Named)
+        .nest_no_strip(proxy::route::CHATKIT_PREFIX, proxy::route::ProxyRoute::ChatKit)
+        .around(middleware::around)
+        .around(cors::around)
+        .data(limiter)
+        .data(settings)
+        .data(state)
+}

@@ -1,0 +1,473 @@
+//! The HTTP server: hyper's connections, with a valid forward-auth check answered before poem.
+//!
+//! `GET /v1/auth/verify` sits on every request of every user, and poem's server, router and
+//! middleware cost several times what verifying a token does (`docs/BENCHMARKS.md`, "Where verify's
+//! time goes"). So this server, not poem's, owns the connections, and [`ForwardAuth`] answers the one
+//! case that matters for speed, a valid token, directly: with the same headers, the same latency
+//! metric and the same `Cache-Control` as the route. Everything else, an invalid token included, goes
+//! to the poem application unchanged, so every error, problem+json body, CORS header and rate-limit
+//! decision still has one implementation. A token the fast path refused travels with the request
+//! ([`PriorRefusal`]), so the route answers it without asking the store again.
+//!
+//! Connections are HTTP/1.1 or HTTP/2 (prior knowledge), as with poem's server. On shutdown the
+//! listener closes, idle connections close, in-flight requests finish, and whatever is still running
+//! after the grace period is cut.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use poem::endpoint::BoxEndpoint;
+use poem::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::{Endpoint, Response};
+use sidekey_application::Grant;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::HttpState;
+use crate::api::auth::{PriorRefusal, verify_error};
+use crate::rate_limit::FailureLimiter;
+
+/// The body type hyper sends: poem's, so its answers and the fast path's share one connection type.
+type ResponseBody = BoxBody<Bytes, std::io::Error>;
+
+/// The forward-auth route the fast path answers.
+pub const VERIFY_PATH: &str = "/v1/auth/verify";
+
+/// Largest HTTP/2 header list accepted, as poem's server has it.
+const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// How long to wait before accepting again after an error that is not one connection's (out of file
+/// descriptors, say): retrying at once would spin a core while nothing can change.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The HTTP application: poem's endpoint for every route, and the fast path in front of it.
+pub struct HttpApp {
+    endpoint: BoxEndpoint<'static, Response>,
+    forward_auth: ForwardAuth,
+}
+
+impl HttpApp {
+    pub(super) fn new(
+        endpoint: BoxEndpoint<'static, Response>,
+        state: Arc<HttpState>,
+        limiter: Option<Arc<FailureLimiter>>,
+    ) -> Self {
+        Self { endpoint, forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() } }
+    }
+
+    /// Answers one request from `peer` that arrived on `local`.
+    async fn answer(
+        &self,
+        request: poem::http::Request<Incoming>,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Response {
+        let request = match self.forward_auth.answer(request, peer).await {
+            Ok(response) => return response,
+            Err(request) => request,
+        };
+        let request = poem::Request::from((
+            request,
+            LocalAddr(local.into()),
+            RemoteAddr(peer.into()),
+            poem::http::uri::Scheme::HTTP,
+        ));
+        self.endpoint.get_response(request).await
+    }
+}
+
+/// Serves `app` on `listener` until `stop` completes; then stops accepting, lets in-flight requests
+/// finish for up to `grace`, and cuts the rest.
+///
+/// # Errors
+/// When the listener has no local address.
+pub async fn serve(
+    listener: TcpListener,
+    app: HttpApp,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let app = Arc::new(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(ended) = connections.join_next() => {
+                if let Err(error) = ended && error.is_panic() {
+                    tracing::error!(%error, "a connection's task panicked");
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Answers are small and complete: send each at once rather than after Nagle's wait.
+                    let _ = stream.set_nodelay(true);
+                    let service = ConnectionService { app: app.clone(), local, peer };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let connection = graceful.watch(connection);
+                    connections.spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, %peer, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) if is_connection_error(&error) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept connections; retrying shortly");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            grace_seconds = grace.as_secs_f64(),
+            "requests still running after the grace period; cutting them"
+        );
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Errors that end one connection before it was accepted, not the listener.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    )
+}
+
+/// One connection's service: every request goes to the shared application.
+#[derive(Clone)]
+struct ConnectionService {
+    app: Arc<HttpApp>,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<poem::http::Request<Incoming>> for ConnectionService {
+    type Response = poem::http::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: poem::http::Request<Incoming>) -> Self::Future {
+        let Self { app, local, peer } = self.clone();
+        Box::pin(async move { Ok(app.answer(request, local, peer).await.into()) })
+    }
+}
+
+/// `GET /v1/auth/verify` with a valid token, answered without poem.
+///
+/// It takes a request only when the route would answer it exactly so: the method and path match, no
+/// `Origin` (CORS answers go through [`crate::cors`]), the client is not blocked by the rate limiter,
+/// and `Authorization` is one `Bearer` credential. A refused token is handed on as a [`PriorRefusal`].
+struct ForwardAuth {
+    state: Arc<HttpState>,
+    limiter: Option<Arc<FailureLimiter>>,
+    /// The route's latency histogram, looked up once: finding it by its labels costs more than the
+    /// verification.
+    latency: OnceLock<metrics::Histogram>,
+}
+
+impl ForwardAuth {
+    /// The answer, or the request back (marked with the refusal when the token was refused).
+    async fn answer<B>(
+        &self,
+        mut request: poem::http::Request<B>,
+        peer: SocketAddr,
+    ) -> Result<Response, poem::http::Request<B>> {
+        if request.method() != Method::GET
+            || request.uri().path() != VERIFY_PATH
+            || request.headers().contains_key(header::ORIGIN)
+        {
+            return Err(request);
+        }
+        let started = Instant::now();
+        if let Some(limiter) = &self.limiter
+            && let Some(client) = limiter.client_from(request.headers(), Some(peer.ip()))
+            && limiter.blocked_for(client).is_some()
+        {
+            return Err(request);
+        }
+        let Some(token) = bearer_token(request.headers()) else { return Err(request) };
+        let grant = match self.state.sessions.verify(token).await {
+            Ok(grant) => grant,
+            Err(error) => {
+                let refusal = PriorRefusal { token: token.to_owned(), error: verify_error(error) };
+                request.extensions_mut().insert(refusal);
+                return Err(request);
+            }
+        };
+        // A subject that cannot be a header value is left to the route, which decides what to do.
+        let Some(response) = valid_response(&grant) else { return Err(request) };
+        self.latency
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "sidekey_http_request_duration_seconds",
+                    "operation" => "verify_token",
+                    "status" => "200",
+                )
+            })
+            .record(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+}
+
+/// The token of the request's one `Authorization: Bearer` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// The route's 200: the session's headers, and no caching.
+fn valid_response(grant: &Grant) -> Option<Response> {
+    static SESSION_ID: HeaderName = HeaderName::from_static("x-sidekey-session-id");
+    static SECRET_KEY_ID: HeaderName = HeaderName::from_static("x-sidekey-secret-key-id");
+    static SUBJECT: HeaderName = HeaderName::from_static("x-sidekey-subject");
+
+    let session = &grant.session;
+    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+    let id = session.id().as_uuid().hyphenated().encode_lower(&mut id);
+    let mut response = Response::builder()
+        .header(SESSION_ID.clone(), HeaderValue::from_str(id).ok()?)
+        .header(SECRET_KEY_ID.clone(), HeaderValue::from_str(session.secret_ref().as_str()).ok()?)
+        .header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
+        .finish();
+    if let Some(subject) = session.subject() {
+        response.headers_mut().insert(SUBJECT.clone(), HeaderValue::from_str(subject.as_str()).ok()?);
+    }
+    Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::num::NonZeroU32;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::SystemTime;
+
+    use async_trait::async_trait;
+    use poem::http::{Request, StatusCode};
+    use sidekey_application::{
+        Clock, Lookup, RevocationTarget, SessionFilter, SessionService, SessionStore, StoreError,
+    };
+    use sidekey_domain::{
+        Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
+        TokenKeys,
+    };
+
+    use super::*;
+    use crate::cors::CorsSettings;
+    use crate::problem::ErrorCode;
+    use crate::rate_limit::FailureQuota;
+    use sidekey_local::{EnvSecretSource, InMemorySessionStore, SystemClock};
+
+    /// The memory store, counting lookups: the fast path must ask once per request at most.
+    struct CountingStore {
+        inner: InMemorySessionStore,
+        finds: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SessionStore for CountingStore {
+        async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError> {
+            self.inner.insert(keys, grant).await
+        }
+        async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError> {
+            self.finds.fetch_add(1, Ordering::SeqCst);
+            self.inner.find(keys).await
+        }
+        async fn extend(&self, keys: &TokenKeys, expires_at: SystemTime) -> Result<Lookup, StoreError> {
+            self.inner.extend(keys, expires_at).await
+        }
+        async fn revoke(&self, digest: &TokenDigest) -> Result<bool, StoreError> {
+            self.inner.revoke(digest).await
+        }
+        async fn revoke_by_id(&self, id: SessionId) -> Result<bool, StoreError> {
+            self.inner.revoke_by_id(id).await
+        }
+        async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, StoreError> {
+            self.inner.revoke_matching(target).await
+        }
+        async fn list(&self, filter: &SessionFilter, limit: usize) -> Result<Vec<Session>, StoreError> {
+            self.inner.list(filter, limit).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+    }
+
+    struct Fixture {
+        forward_auth: ForwardAuth,
+        store: Arc<CountingStore>,
+        token: Token,
+        session: Session,
+    }
+
+    const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 40000);
+
+    /// A service over the counting store holding one session (with a subject), and the fast path over it.
+    async fn fixture(limiter: Option<Arc<FailureLimiter>>) -> Fixture {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = Arc::new(CountingStore {
+            inner: InMemorySessionStore::new(clock.clone()),
+            finds: AtomicUsize::new(0),
+        });
+        let policy = SessionPolicy::default();
+        let token = Token::generate().unwrap();
+        let session = Session::issue(
+            SessionId::of_token(&token.digest()),
+            SecretRef::parse("openai-prod").unwrap(),
+            Some(Subject::parse("user_42").unwrap()),
+            Metadata::default(),
+            policy.ttl(None).unwrap(),
+            clock.now(),
+        );
+        let secret = Arc::new(SecretValue::new("sk-real-key-never-sent".to_owned()).unwrap());
+        store.insert(&token.keys(), Grant { session: session.clone(), secret }).await.unwrap();
+        let sessions = Arc::new(SessionService::new(store.clone(), Arc::new(EnvSecretSource), clock, policy));
+        let state = Arc::new(HttpState {
+            sessions,
+            admin: None,
+            metrics: None,
+            proxy: None,
+            cors: CorsSettings::default(),
+            callers: None,
+        });
+        Fixture {
+            forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() },
+            store,
+            token,
+            session,
+        }
+    }
+
+    fn verify_request(authorization: &str) -> Request<()> {
+        Request::get(VERIFY_PATH).header(header::AUTHORIZATION, authorization).body(()).unwrap()
+    }
+
+    impl Fixture {
+        fn bearer(&self) -> String {
+            format!("Bearer {}", self.token.expose())
+        }
+
+        fn finds(&self) -> usize {
+            self.store.finds.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_is_answered_with_the_routes_headers_after_one_lookup() {
+        let fixture = fixture(None).await;
+        let Ok(response) = fixture.forward_auth.answer(verify_request(&fixture.bearer()), PEER).await else {
+            panic!("a valid token must be answered by the fast path");
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        let header =
+            |name: &str| response.headers().get(name).map(|value| value.to_str().unwrap().to_owned());
+        assert_eq!(header("x-sidekey-session-id"), Some(fixture.session.id().to_string()));
+        assert_eq!(header("x-sidekey-secret-key-id").as_deref(), Some("openai-prod"));
+        assert_eq!(header("x-sidekey-subject").as_deref(), Some("user_42"));
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+        assert_eq!(response.headers().len(), 4, "nothing else, the real key least of all: {response:?}");
+        assert_eq!(fixture.finds(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_goes_to_the_route_with_its_refusal_so_the_store_is_asked_once() {
+        let fixture = fixture(None).await;
+        let unknown = Token::generate().unwrap();
+        let presented = format!("Bearer {}", unknown.expose());
+        let Err(request) = fixture.forward_auth.answer(verify_request(&presented), PEER).await else {
+            panic!("an unknown token must be left to the route");
+        };
+        let refusal =
+            request.extensions().get::<PriorRefusal>().expect("the refusal travels with the request");
+        assert_eq!(refusal.token, unknown.expose());
+        assert_eq!(refusal.error.code(), ErrorCode::InvalidToken);
+        assert_eq!(fixture.finds(), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_the_fast_path_cannot_answer_exactly_as_the_route_are_passed_on_unverified() {
+        let fixture = fixture(None).await;
+        let bearer = fixture.bearer();
+        let lowercase_scheme = format!("bearer {}", fixture.token.expose());
+        let passed_on: Vec<(&str, Request<()>)> = vec![
+            ("POST", Request::post(VERIFY_PATH).header(header::AUTHORIZATION, &bearer).body(()).unwrap()),
+            ("HEAD", Request::head(VERIFY_PATH).header(header::AUTHORIZATION, &bearer).body(()).unwrap()),
+            (
+                "another path",
+                Request::get("/v1/session").header(header::AUTHORIZATION, &bearer).body(()).unwrap(),
+            ),
+            (
+                "a trailing slash",
+                Request::get("/v1/auth/verify/").header(header::AUTHORIZATION, &bearer).body(()).unwrap(),
+            ),
+            (
+                "a CORS request",
+                Request::get(VERIFY_PATH)
+                    .header(header::AUTHORIZATION, &bearer)
+                    .header(header::ORIGIN, "https://chat.example")
+                    .body(())
+                    .unwrap(),
+            ),
+            (
+                "two credentials",
+                Request::get(VERIFY_PATH)
+                    .header(header::AUTHORIZATION, &bearer)
+                    .header(header::AUTHORIZATION, &bearer)
+                    .body(())
+                    .unwrap(),
+            ),
+            ("another scheme spelling", verify_request(&lowercase_scheme)),
+            ("no credential", Request::get(VERIFY_PATH).body(()).unwrap()),
+        ];
+        for (case, request) in passed_on {
+            let Err(request) = fixture.forward_auth.answer(request, PEER).await else {
+                panic!("{case}: must be left to the route");
+            };
+            assert!(request.extensions().get::<PriorRefusal>().is_none(), "{case}: nothing was refused");
+        }
+        assert_eq!(fixture.finds(), 0, "none of them may be verified by the fast path");
+    }
+
+    #[tokio::test]
+    async fn a_client_over_its_quota_is_left_to_the_route_even_with_a_valid_token() {
+        let one = NonZeroU32::new(1).unwrap();
+        let limiter = Arc::new(FailureLimiter::new(FailureQuota { per_second: one, burst: one }, None));
+        let fixture = fixture(Some(limiter.clone())).await;
+        let client = limiter.client_from(&HeaderMap::new(), Some(PEER.ip())).unwrap();
+        while limiter.record_failure(client).is_none() {}
+
+        let blocked = fixture.forward_auth.answer(verify_request(&fixture.bearer()), PEER).await;
+        assert!(blocked.is_err(), "the route answers a blocked client (429)");
+        assert_eq!(fixture.finds(), 0);
+
+        let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 40000);
+        let other = fixture.forward_auth.answer(verify_request(&fixture.bearer()), elsewhere).await;
+        assert!(other.is_ok(), "another client is not blocked");
+    }
+}

@@ -1,0 +1,20 @@
+//! sidekey's in-process adapters: what a single instance needs with nothing else running.
+//!
+//! Depends on `domain` and `application` only (plus tokio, dashmap and toml); `bin` wires these adapters.
+//! A memory-only sidecar (`cargo build -p sidekey --no-default-features`) is this crate and the HTTP
+//! crate.
+//!
+//! # Layout
+//! - [`clock`]: [`SystemClock`], the `Clock` port on the operating system's wall clock.
+//! - [`memory`]: [`InMemorySessionStore`], sessions in process memory with automatic expiry.
+//! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`), [`FileSecretSource`] (`file:DIR`) and
+//!   [`TomlFileSecretSource`] (`toml:PATH`).
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod memory;
+pub mod secrets;
+
+pub use clock::SystemClock;
+pub use memory::InMemorySessionStore;
+pub use secrets::{EnvSecretSource, FileSecretSource, TomlFileSecretSource};

@@ -1,0 +1,20 @@
+//! sidekey's Redis adapters: the session store that several instances share, and the event bus between
+//! instances and bridges.
+//!
+//! Depends on `domain` and `application` (plus the `redis` crate); built into the binary by its `redis`
+//! feature (on by default).
+//!
+//! # Layout
+//! - [`connection`]: one server or a cluster behind one type, every command bounded in time, connecting
+//!   lazily and reconnecting by itself; shared by the store and the bus.
+//! - [`store`]: [`RedisSessionStore`], sessions in Redis (or Redis Cluster), real keys sealed with a key
+//!   derived from the token, with a local cache invalidated through pub/sub.
+//! - [`bus`]: [`RedisBus`], the `EventBus` port on streams and pub/sub.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod connection;
+pub mod store;
+
+pub use bus::{RedisBus, RedisBusSettings};
+pub use store::{LocalCacheSettings, RedisSessionStore, RedisStoreSettings};
