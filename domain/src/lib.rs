@@ -14,16 +14,19 @@
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
+//! - [`scope`]: values of scoped sessions: the canonical [`ProxyPath`] below an [`UpstreamName`].
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod policy;
+pub mod scope;
 pub mod secret_ref;
 pub mod secret_value;
 pub mod session;
 pub mod token;
 
 pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
+pub use scope::{PathError, ProxyPath, UpstreamName, UpstreamNameError};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{
