@@ -14,7 +14,8 @@
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
-//! - [`scope`]: values of scoped sessions: the canonical [`ProxyPath`] below an [`UpstreamName`].
+//! - [`scope`]: values of scoped sessions: the canonical [`ProxyPath`] below an [`UpstreamName`], and the
+//!   [`RoutePattern`]s, [`ModelPattern`]s and [`Origin`]s a scope admits.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -26,7 +27,10 @@ pub mod session;
 pub mod token;
 
 pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
-pub use scope::{PathError, ProxyPath, UpstreamName, UpstreamNameError};
+pub use scope::{
+    ModelPattern, ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern,
+    UpstreamName, UpstreamNameError,
+};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{

@@ -4,9 +4,18 @@
 //! - [`upstream_name`]: [`UpstreamName`], the `{upstream}` of `/v1/proxy/{upstream}/…`.
 //! - [`path`]: [`ProxyPath`], the path below an upstream in the one canonical form that is both matched
 //!   and forwarded, and the rules (with their reasons) that refuse the ambiguous ones.
+//! - [`route`]: [`RoutePattern`], `"METHOD /path"` with an optional final `/*`.
+//! - [`model`]: [`ModelPattern`], a model name or a trailing-`*` prefix.
+//! - [`origin`]: [`Origin`], a browser origin compared with the `Origin` header.
 
+pub mod model;
+pub mod origin;
 pub mod path;
+pub mod route;
 pub mod upstream_name;
 
+pub use model::{ModelPattern, ModelPatternError};
+pub use origin::{Origin, OriginError};
 pub use path::{PathError, ProxyPath};
+pub use route::{RouteError, RoutePattern};
 pub use upstream_name::{UpstreamName, UpstreamNameError};
