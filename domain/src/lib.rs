@@ -14,8 +14,9 @@
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
-//! - [`scope`]: values of scoped sessions: the canonical [`ProxyPath`] below an [`UpstreamName`], and the
-//!   [`RoutePattern`]s, [`ModelPattern`]s and [`Origin`]s a scope admits.
+//! - [`scope`]: values of scoped sessions: the canonical [`ProxyPath`] below an [`UpstreamName`], the
+//!   [`RoutePattern`]s, [`ModelPattern`]s and [`Origin`]s a scope admits, and [`Limits`] with their
+//!   [`LimitsPolicy`].
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -28,8 +29,9 @@ pub mod token;
 
 pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
 pub use scope::{
-    ModelPattern, ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern,
-    UpstreamName, UpstreamNameError,
+    LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ModelPattern,
+    ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern, UpstreamName,
+    UpstreamNameError, ZeroLimitError,
 };
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};

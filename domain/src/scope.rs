@@ -7,13 +7,19 @@
 //! - [`route`]: [`RoutePattern`], `"METHOD /path"` with an optional final `/*`.
 //! - [`model`]: [`ModelPattern`], a model name or a trailing-`*` prefix.
 //! - [`origin`]: [`Origin`], a browser origin compared with the `Origin` header.
+//! - [`limits`]: [`Limits`] on requests and tokens, and the [`LimitsPolicy`] (default and ceiling) that
+//!   resolves a session's request into them.
 
+pub mod limits;
 pub mod model;
 pub mod origin;
 pub mod path;
 pub mod route;
 pub mod upstream_name;
 
+pub use limits::{
+    LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ZeroLimitError,
+};
 pub use model::{ModelPattern, ModelPatternError};
 pub use origin::{Origin, OriginError};
 pub use path::{PathError, ProxyPath};
