@@ -14,9 +14,9 @@
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
-//! - [`scope`]: values of scoped sessions: the canonical [`ProxyPath`] below an [`UpstreamName`], the
-//!   [`RoutePattern`]s, [`ModelPattern`]s and [`Origin`]s a scope admits, and [`Limits`] with their
-//!   [`LimitsPolicy`].
+//! - [`scope`]: what a scoped session may reach ([`Scope`] of [`UpstreamName`]s, [`RoutePattern`]s,
+//!   [`ModelPattern`]s and [`Origin`]s) and consume ([`Limits`], bounded by a [`LimitsPolicy`]), the
+//!   canonical [`ProxyPath`] that routes are matched against, and the narrowing checks for issuance.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -30,8 +30,9 @@ pub mod token;
 pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
 pub use scope::{
     LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ModelPattern,
-    ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern, UpstreamName,
-    UpstreamNameError, ZeroLimitError,
+    ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern, Scope,
+    ScopeError, ScopeParts, UpstreamName, UpstreamNameError, ZeroLimitError, check_models_within,
+    check_routes_within,
 };
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
