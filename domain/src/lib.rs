@@ -14,16 +14,26 @@
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
+//! - [`scope`]: what a scoped session may reach ([`Scope`] of [`UpstreamName`]s, [`RoutePattern`]s,
+//!   [`ModelPattern`]s and [`Origin`]s) and consume ([`Limits`], bounded by a [`LimitsPolicy`]), the
+//!   canonical [`ProxyPath`] that routes are matched against, and the narrowing checks for issuance.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod policy;
+pub mod scope;
 pub mod secret_ref;
 pub mod secret_value;
 pub mod session;
 pub mod token;
 
 pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
+pub use scope::{
+    LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ModelPattern,
+    ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern, Scope,
+    ScopeError, ScopeParts, UpstreamName, UpstreamNameError, ZeroLimitError, check_models_within,
+    check_routes_within,
+};
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{
