@@ -12,7 +12,8 @@
 //! - [`secret_value`]: [`SecretValue`], the real credential itself: redacted, zeroed on drop.
 //! - [`token`]: [`Token`] (`skt_` + base62 body + checksum), its [`TokenDigest`] and short fingerprint,
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
-//! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`] and [`Session`] with its expiry arithmetic.
+//! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`], [`CallerSession`] and [`Session`] with its
+//!   expiry arithmetic.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
 //! - [`scope`]: what a scoped session may reach ([`Scope`] of [`UpstreamName`]s, [`RoutePattern`]s,
 //!   [`ModelPattern`]s and [`Origin`]s) and consume ([`Limits`], bounded by a [`LimitsPolicy`]), the
@@ -37,7 +38,7 @@ pub use scope::{
 pub use secret_ref::{SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{
-    Metadata, MetadataError, Session, SessionId, SessionIdError, SessionParts, SessionPartsError, Subject,
-    SubjectError,
+    CallerSession, CallerSessionError, Metadata, MetadataError, RESERVED_METADATA_PREFIX, Session, SessionId,
+    SessionIdError, SessionParts, SessionPartsError, Subject, SubjectError,
 };
 pub use token::{EntropyError, SealingKey, Token, TokenDigest, TokenFingerprint, TokenKeys, TokenParseError};

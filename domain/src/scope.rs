@@ -24,6 +24,7 @@ pub mod route;
 pub mod upstream_name;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 pub use limits::{
     LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ZeroLimitError,
@@ -50,15 +51,12 @@ pub const MAX_SCOPE_ORIGINS: usize = 16;
 /// What a session may reach. Each field is `None` when the session does not restrict it beyond the
 /// configuration; a field that is set is never empty (a scope that admits nothing is a mistake, refused
 /// by [`Scope::new`]). [`Scope::default`] is unrestricted.
+///
+/// The fields sit behind an `Arc` (and an unrestricted scope holds nothing), because a session, scope
+/// included, is cloned on every verification: cloning a scope must cost a reference count, not a copy
+/// of its lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope {
-    upstreams: Option<BTreeSet<UpstreamName>>,
-    /// A list rather than a set so that issuance reports the first offending entry in the client's order.
-    routes: Option<Vec<RoutePattern>>,
-    /// A list for the same reason as `routes`.
-    models: Option<Vec<ModelPattern>>,
-    origins: Option<BTreeSet<Origin>>,
-}
+pub struct Scope(Option<Arc<ScopeParts>>);
 
 /// The fields of a [`Scope`] before validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,27 +107,26 @@ impl Scope {
         check_size("scope.routes", parts.routes.as_ref().map(Vec::len), MAX_SCOPE_ROUTES)?;
         check_size("scope.models", parts.models.as_ref().map(Vec::len), MAX_SCOPE_MODELS)?;
         check_size("scope.origins", parts.origins.as_ref().map(BTreeSet::len), MAX_SCOPE_ORIGINS)?;
-        Ok(Self {
-            upstreams: parts.upstreams,
-            routes: parts.routes,
-            models: parts.models,
-            origins: parts.origins,
-        })
+        let restricts = parts.upstreams.is_some()
+            || parts.routes.is_some()
+            || parts.models.is_some()
+            || parts.origins.is_some();
+        Ok(Self(restricts.then(|| Arc::new(parts))))
     }
 
     /// Whether the session may use `upstream`.
     pub fn admits_upstream(&self, upstream: &UpstreamName) -> bool {
-        self.upstreams.as_ref().is_none_or(|upstreams| upstreams.contains(upstream))
+        self.upstreams().is_none_or(|upstreams| upstreams.contains(upstream))
     }
 
     /// Whether the session may send `method` to `path`.
     pub fn admits_route(&self, method: &str, path: &ProxyPath) -> bool {
-        self.routes.as_ref().is_none_or(|routes| routes.iter().any(|route| route.matches(method, path)))
+        self.routes().is_none_or(|routes| routes.iter().any(|route| route.matches(method, path)))
     }
 
     /// Whether the session may ask for `model` (as the client sent it).
     pub fn admits_model(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|models| models.iter().any(|pattern| pattern.matches(model)))
+        self.models().is_none_or(|models| models.iter().any(|pattern| pattern.matches(model)))
     }
 
     /// Whether a request carrying this `Origin` header (`None`: no header) may pass. Without origins in
@@ -137,7 +134,7 @@ impl Scope {
     /// without the header is refused, since a browser always sends it on the cross-origin calls that the
     /// restriction is about, and its absence cannot be told from a script that left it out.
     pub fn admits_origin(&self, header: Option<&str>) -> bool {
-        match (&self.origins, header) {
+        match (self.origins(), header) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(origins), Some(header)) => origins.iter().any(|origin| origin.matches_header(header)),
@@ -146,34 +143,29 @@ impl Scope {
 
     /// Whether the scope restricts nothing.
     pub fn is_unrestricted(&self) -> bool {
-        self.upstreams.is_none() && self.routes.is_none() && self.models.is_none() && self.origins.is_none()
+        self.0.is_none()
     }
 
     /// The upstreams the session may use, if restricted.
     pub fn upstreams(&self) -> Option<&BTreeSet<UpstreamName>> {
-        self.upstreams.as_ref()
+        self.0.as_deref()?.upstreams.as_ref()
     }
     /// The routes the session may call, if restricted.
     pub fn routes(&self) -> Option<&[RoutePattern]> {
-        self.routes.as_deref()
+        self.0.as_deref()?.routes.as_deref()
     }
     /// The models the session may ask for, if restricted.
     pub fn models(&self) -> Option<&[ModelPattern]> {
-        self.models.as_deref()
+        self.0.as_deref()?.models.as_deref()
     }
     /// The browser origins the session's proxied calls must come from, if restricted.
     pub fn origins(&self) -> Option<&BTreeSet<Origin>> {
-        self.origins.as_ref()
+        self.0.as_deref()?.origins.as_ref()
     }
 
     /// The scope's fields, for a store to keep.
     pub fn to_parts(&self) -> ScopeParts {
-        ScopeParts {
-            upstreams: self.upstreams.clone(),
-            routes: self.routes.clone(),
-            models: self.models.clone(),
-            origins: self.origins.clone(),
-        }
+        self.0.as_deref().cloned().unwrap_or_default()
     }
 }
 

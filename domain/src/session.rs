@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use crate::policy::{SessionPolicy, Ttl};
+use crate::scope::{Limits, Scope};
 use crate::secret_ref::SecretRef;
 use crate::token::TokenDigest;
 
@@ -146,6 +147,10 @@ impl fmt::Debug for Subject {
     }
 }
 
+/// The prefix of metadata keys reserved for sidekey: clients may not set them, so that nothing a client
+/// writes can ever be read as sidekey's own (the caller's sign-in session once lived there).
+pub const RESERVED_METADATA_PREFIX: &str = "sidekey:";
+
 /// Most metadata entries a session may carry.
 pub const MAX_METADATA_ENTRIES: usize = 16;
 /// Longest metadata key or value, in characters.
@@ -172,6 +177,9 @@ pub enum MetadataError {
     /// The value under the named key is longer than [`MAX_METADATA_TEXT`] characters.
     #[error("metadata value of {0:?} must be at most {MAX_METADATA_TEXT} characters")]
     ValueTooLong(String),
+    /// The named key starts with [`RESERVED_METADATA_PREFIX`].
+    #[error("the key {0:?} is reserved (prefix {RESERVED_METADATA_PREFIX:?})")]
+    ReservedKey(String),
 }
 
 impl Metadata {
@@ -186,6 +194,9 @@ impl Metadata {
         for (key, value) in &entries {
             if key.is_empty() {
                 return Err(MetadataError::EmptyKey);
+            }
+            if key.starts_with(RESERVED_METADATA_PREFIX) {
+                return Err(MetadataError::ReservedKey(key.clone()));
             }
             if key.chars().count() > MAX_METADATA_TEXT {
                 return Err(MetadataError::KeyTooLong);
@@ -208,6 +219,55 @@ impl Metadata {
     }
 }
 
+/// Longest sign-in session id accepted, in bytes.
+pub const MAX_CALLER_SESSION_LEN: usize = 256;
+
+/// The id of the caller's sign-in session (a row of the app's directory, such as Better Auth's `session`
+/// table) that a session was issued under: the session must not outlive it (the *cascade*).
+///
+/// Visible ASCII only: it is logged in audit events and kept by stores as text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallerSession(Arc<str>);
+
+/// A text that cannot be a sign-in session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a sign-in session id must be 1 to {MAX_CALLER_SESSION_LEN} visible ASCII characters")]
+pub struct CallerSessionError;
+
+impl CallerSession {
+    /// Validates a sign-in session id.
+    ///
+    /// # Errors
+    /// [`CallerSessionError`] when it is empty, too long, or holds anything but visible ASCII.
+    pub fn parse(text: &str) -> Result<Self, CallerSessionError> {
+        if text.is_empty()
+            || text.len() > MAX_CALLER_SESSION_LEN
+            || !text.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(CallerSessionError);
+        }
+        Ok(Self(Arc::from(text)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CallerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An id, not a credential: Better Auth's session *token* is a different column.
+        write!(f, "CallerSession({:?})", &*self.0)
+    }
+}
+
 /// A session: which secret a token stands for, for whom, and until when.
 ///
 /// Built only by [`Session::issue`] (or rebuilt from a store by [`Session::from_parts`]), so `issued_at ≤
@@ -221,6 +281,9 @@ pub struct Session {
     expires_at: SystemTime,
     ttl: Duration,
     metadata: Metadata,
+    caller_session: Option<CallerSession>,
+    scope: Scope,
+    limits: Limits,
 }
 
 /// A session's fields, for stores that keep them apart and rebuild the session with
@@ -235,6 +298,9 @@ pub struct SessionParts {
     pub expires_at: SystemTime,
     pub ttl: Duration,
     pub metadata: Metadata,
+    pub caller_session: Option<CallerSession>,
+    pub scope: Scope,
+    pub limits: Limits,
 }
 
 /// Stored fields that cannot make a session.
@@ -243,7 +309,8 @@ pub struct SessionParts {
 pub struct SessionPartsError;
 
 impl Session {
-    /// A new session, valid from `now` for `ttl`.
+    /// A new session, valid from `now` for `ttl`, bound to no sign-in session, unscoped and unlimited
+    /// (see [`Session::bound_to`], [`Session::scoped`]).
     pub fn issue(
         id: SessionId,
         secret_ref: SecretRef,
@@ -260,7 +327,22 @@ impl Session {
             expires_at: now + ttl.get(),
             ttl: ttl.get(),
             metadata,
+            caller_session: None,
+            scope: Scope::default(),
+            limits: Limits::default(),
         }
+    }
+
+    /// The same new session, ending when the caller's sign-in session `caller_session` ends.
+    #[must_use]
+    pub fn bound_to(self, caller_session: CallerSession) -> Self {
+        Self { caller_session: Some(caller_session), ..self }
+    }
+
+    /// The same new session, restricted to `scope` and `limits`.
+    #[must_use]
+    pub fn scoped(self, scope: Scope, limits: Limits) -> Self {
+        Self { scope, limits, ..self }
     }
 
     /// Rebuilds a stored session.
@@ -279,6 +361,9 @@ impl Session {
             expires_at: parts.expires_at,
             ttl: parts.ttl,
             metadata: parts.metadata,
+            caller_session: parts.caller_session,
+            scope: parts.scope,
+            limits: parts.limits,
         })
     }
 
@@ -335,6 +420,18 @@ impl Session {
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
+    /// The caller's sign-in session this session must not outlive, when it was issued under one.
+    pub fn caller_session(&self) -> Option<&CallerSession> {
+        self.caller_session.as_ref()
+    }
+    /// What the session may reach (unrestricted unless it was scoped at issue).
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+    /// What the session may consume (unlimited unless limits applied at issue).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
     /// The session's fields, for a store to keep.
     pub fn to_parts(&self) -> SessionParts {
         SessionParts {
@@ -345,6 +442,9 @@ impl Session {
             expires_at: self.expires_at,
             ttl: self.ttl,
             metadata: self.metadata.clone(),
+            caller_session: self.caller_session.clone(),
+            scope: self.scope.clone(),
+            limits: self.limits,
         }
     }
 }
@@ -430,6 +530,26 @@ mod tests {
         assert_eq!(Metadata::new(long), Err(MetadataError::ValueTooLong("k".into())));
         let fits = BTreeMap::from([("k".repeat(256), "é".repeat(256))]);
         assert!(Metadata::new(fits).is_ok());
+    }
+
+    #[test]
+    fn metadata_refuses_keys_under_the_reserved_prefix() {
+        let reserved = BTreeMap::from([("sidekey:caller_session".to_owned(), "s1".to_owned())]);
+        assert_eq!(Metadata::new(reserved), Err(MetadataError::ReservedKey("sidekey:caller_session".into())));
+        let near =
+            BTreeMap::from([("sidekey".to_owned(), String::new()), ("Sidekey:x".to_owned(), String::new())]);
+        assert!(Metadata::new(near).is_ok(), "only the exact prefix is reserved");
+    }
+
+    #[test]
+    fn a_caller_session_is_visible_ascii_and_a_session_keeps_it() {
+        assert!(CallerSession::parse("").is_err());
+        assert!(CallerSession::parse("a b").is_err());
+        assert!(CallerSession::parse(&"s".repeat(MAX_CALLER_SESSION_LEN + 1)).is_err());
+        let bound = CallerSession::parse("sess_123").unwrap();
+        let session = session(60, &SessionPolicy::default()).bound_to(bound.clone());
+        assert_eq!(session.caller_session(), Some(&bound));
+        assert_eq!(Session::from_parts(session.to_parts()).unwrap(), session);
     }
 
     #[test]
