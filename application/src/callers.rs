@@ -11,201 +11,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
-use sidekey_domain::Subject;
+use sidekey_domain::{CallerSession, Subject};
 
-use crate::ports::Clock;
-use crate::sessions::AUDIT_TARGET;
-
-/// The metadata key under which a session keeps the id of the sign-in session it was derived from.
-/// Clients may not set keys under the `sidekey:` prefix.
-pub const CALLER_SESSION_KEY: &str = "sidekey:caller_session";
-/// The prefix of metadata keys reserved for sidekey.
-pub const RESERVED_METADATA_PREFIX: &str = "sidekey:";
-
-/// What a caller presented. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub enum CallerCredential {
-    /// `Authorization: Bearer …`: a JWT, or a raw Better Auth session token.
-    Bearer(String),
-    /// The value of the `better-auth.session_token` cookie (`token.signature`, URL-encoded).
-    SessionCookie(String),
-}
-
-impl fmt::Debug for CallerCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            Self::SessionCookie(_) => f.write_str("SessionCookie(<redacted>)"),
-        }
-    }
-}
-
-/// A sign-in session in the app's directory (Better Auth's `session` row).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectorySession {
-    /// `session.id`.
-    pub id: String,
-    /// `session."userId"`.
-    pub user_id: String,
-    /// `session."expiresAt"`.
-    pub expires_at: SystemTime,
-}
-
-/// A user in the app's directory (Better Auth's `user` row).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryUser {
-    /// `user.id`.
-    pub id: String,
-    /// `user.email`.
-    pub email: String,
-}
-
-/// What a verified credential says about the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifiedCredential {
-    /// A JWT whose signature, issuer, audience and times were checked.
-    Jwt {
-        /// `sub`.
-        subject: String,
-        /// `email`, when present.
-        email: Option<String>,
-    },
-    /// A Better Auth session token found unexpired in the directory.
-    DirectorySession(DirectorySession),
-}
-
-/// Why a credential was refused. Each reason is logged and counted; the client is told only that its
-/// credential was refused, with this reason as the detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CallerRejection {
-    /// No credential at all.
-    #[error("no caller credential")]
-    Missing,
-    /// Not a JWT or session token, or unreadable.
-    #[error("the credential is malformed")]
-    Malformed,
-    /// The signature does not verify.
-    #[error("the signature is invalid")]
-    BadSignature,
-    /// `alg` is none, not allowed, or not the algorithm of the key.
-    #[error("the algorithm is not accepted")]
-    Algorithm,
-    /// No key with that `kid`.
-    #[error("the signing key is unknown")]
-    UnknownKey,
-    /// `exp` is past.
-    #[error("the credential has expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("the credential is not valid yet")]
-    NotYetValid,
-    /// `iss` is not the configured issuer.
-    #[error("the issuer is not accepted")]
-    Issuer,
-    /// `aud` does not include the configured audience.
-    #[error("the audience is not accepted")]
-    Audience,
-    /// A required claim is missing (`sub`, `exp`, or `email` with a directory).
-    #[error("a required claim is missing")]
-    MissingClaim,
-    /// A session token whose signature is wrong, or that names no unexpired session.
-    #[error("the session token is not valid")]
-    UnknownSession,
-    /// This kind of credential is not accepted by the configuration.
-    #[error("this kind of credential is not accepted")]
-    NotAccepted,
-}
-
-impl CallerRejection {
-    /// The reason as a stable label (logs and metrics).
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Malformed => "malformed",
-            Self::BadSignature => "bad_signature",
-            Self::Algorithm => "algorithm",
-            Self::UnknownKey => "unknown_key",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::Issuer => "issuer",
-            Self::Audience => "audience",
-            Self::MissingClaim => "missing_claim",
-            Self::UnknownSession => "unknown_session",
-            Self::NotAccepted => "not_accepted",
-        }
-    }
-}
-
-/// A verifier could not decide.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallerVerifierError {
-    /// The credential is refused.
-    #[error(transparent)]
-    Rejected(#[from] CallerRejection),
-    /// A dependency (the identity provider's key set) cannot be reached; the text is for the log.
-    #[error("the identity provider is unavailable: {0}")]
-    ProviderUnavailable(String),
-    /// The directory cannot be reached; the text is for the log.
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
-}
-
-/// Checks a caller's credential.
-///
-/// # Errors
-/// Implementations MUST refuse what they cannot fully verify ([`CallerRejection`]) and MUST bound the
-/// time they take; an unreachable dependency is [`CallerVerifierError::ProviderUnavailable`] or
-/// [`CallerVerifierError::Directory`], never an acceptance.
-#[cfg_attr(test, mockall::automock)]
-#[async_trait]
-pub trait CallerVerifier: Send + Sync + 'static {
-    /// Verifies `credential` at `now`.
-    async fn verify(
-        &self,
-        credential: &CallerCredential,
-        now: SystemTime,
-    ) -> Result<VerifiedCredential, CallerVerifierError>;
-}
-
-/// The directory cannot be reached.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DirectoryError {
-    /// Down, unreachable or too slow; the text is for the log.
-    #[error("the user directory is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The app's users and their sign-in sessions (Better Auth's tables).
-///
-/// # Errors
-/// Every method MUST bound its time and answer [`DirectoryError::Unavailable`] past it.
-#[cfg_attr(test, mockall::automock)]
-#[async_trait]
-pub trait UserDirectory: Send + Sync + 'static {
-    /// The user with this email (compared as Better Auth stores it: lower-cased).
-    async fn user_by_email(&self, email: &str) -> Result<Option<DirectoryUser>, DirectoryError>;
-
-    /// The user's sign-in session that lasts longest, among those unexpired at `now`.
-    async fn active_session_of(
-        &self,
-        user_id: &str,
-        now: SystemTime,
-    ) -> Result<Option<DirectorySession>, DirectoryError>;
-
-    /// The unexpired sign-in session whose token is `token`.
-    async fn session_by_token(
-        &self,
-        token: &str,
-        now: SystemTime,
-    ) -> Result<Option<DirectorySession>, DirectoryError>;
-
-    /// Whether the sign-in session `id` still exists unexpired at `now`.
-    async fn session_is_active(&self, id: &str, now: SystemTime) -> Result<bool, DirectoryError>;
-
-    /// Whether the directory can be asked now (readiness).
-    async fn ping(&self) -> Result<(), DirectoryError>;
-}
+use crate::AUDIT_TARGET;
+use crate::ports::{
+    CallerCredential, CallerRejection, CallerVerifier, CallerVerifierError, Clock, DirectoryError,
+    DirectorySession, UserDirectory, VerifiedCredential,
+};
 
 /// An authenticated caller: the subject of the session to issue, and the sign-in session it is bound
 /// to, when there is a directory.
@@ -390,7 +202,7 @@ pub struct CascadeCheck {
     directory: Arc<dyn UserDirectory>,
     recheck_after: Duration,
     /// Sign-in session id → when it was last found active.
-    confirmed: Mutex<HashMap<String, Instant>>,
+    confirmed: Mutex<HashMap<CallerSession, Instant>>,
 }
 
 impl fmt::Debug for CascadeCheck {
@@ -425,7 +237,7 @@ impl CascadeCheck {
     ///
     /// # Errors
     /// [`DirectoryError`] when the directory must be asked and cannot be.
-    pub async fn is_active(&self, id: &str, now: SystemTime) -> Result<bool, DirectoryError> {
+    pub async fn is_active(&self, id: &CallerSession, now: SystemTime) -> Result<bool, DirectoryError> {
         let instant = Instant::now();
         let fresh = self
             .lock()
@@ -440,14 +252,14 @@ impl CascadeCheck {
             if confirmed.len() >= CASCADE_SWEEP_AT {
                 confirmed.retain(|_, at| instant.saturating_duration_since(*at) < self.recheck_after);
             }
-            confirmed.insert(id.to_owned(), instant);
+            confirmed.insert(id.clone(), instant);
         } else {
             confirmed.remove(id);
         }
         Ok(active)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallerSession, Instant>> {
         self.confirmed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

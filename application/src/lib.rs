@@ -5,9 +5,11 @@
 //! emits one audit event (target `sidekey::audit`) carrying the token's fingerprint, never the token.
 //!
 //! # Layout
-//! - [`ports`]: [`SessionStore`], [`SecretSource`], [`EventBus`], [`Clock`] and their error contracts.
-//! - [`callers`]: caller authentication: the [`CallerVerifier`] and [`UserDirectory`] ports, the
-//!   [`CallerAuthenticator`] that audits every attempt, and the [`CascadeCheck`].
+//! - [`ports`]: every port ([`SessionStore`], [`SecretSource`], [`EventBus`], [`Clock`],
+//!   [`CallerVerifier`], [`UserDirectory`]) with its error contract, one file each; mocks of them all
+//!   behind the `test-util` feature.
+//! - [`callers`]: caller authentication: the [`CallerAuthenticator`] that audits every attempt, and the
+//!   [`CascadeCheck`].
 //! - [`sessions`]: [`SessionService`], the use cases, with one error enum per operation.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -16,14 +18,15 @@ pub mod callers;
 pub mod ports;
 pub mod sessions;
 
-pub use callers::{
-    AuthenticatedCaller, CALLER_SESSION_KEY, CallerAuthError, CallerAuthenticator, CallerCredential,
-    CallerRejection, CallerVerifier, CallerVerifierError, CascadeCheck, DirectoryError, DirectorySession,
-    DirectoryUser, RESERVED_METADATA_PREFIX, UserDirectory, VerifiedCredential,
-};
+/// Audit events go to this tracing target, so operators can route them apart from diagnostics.
+pub const AUDIT_TARGET: &str = "sidekey::audit";
+
+pub use callers::{AuthenticatedCaller, CallerAuthError, CallerAuthenticator, CascadeCheck};
 pub use ports::{
-    BusError, BusFeed, Clock, ENDED_SESSION_RETENTION, EventBus, Grant, Lookup, RevocationTarget,
-    SecretSource, SecretSourceError, SessionFilter, SessionStore, StoreError,
+    BusError, BusFeed, CallerCredential, CallerRejection, CallerVerifier, CallerVerifierError, Clock,
+    DirectoryError, DirectorySession, DirectoryUser, ENDED_SESSION_RETENTION, EventBus, Grant, Lookup,
+    RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore, StoreError,
+    UserDirectory, VerifiedCredential,
 };
 pub use sessions::{
     AdminError, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection, RevokeError,

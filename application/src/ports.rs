@@ -1,237 +1,44 @@
 //! The ports: what the use cases need from the outside world, and what each implementation promises.
+//!
+//! Every port documents, under `# Errors`, what an implementation MUST answer and when; adapters are
+//! tested against those contracts. With the `test-util` feature (and in this crate's own tests) each
+//! port has a mockall mock, `Mock<Port>`, for other crates' tests.
+//!
+//! # Layout
+//! - [`session_store`]: [`SessionStore`] and what it stores and answers ([`Grant`], [`Lookup`]).
+//! - [`secret_source`]: [`SecretSource`], whoever holds the real keys.
+//! - [`event_bus`]: [`EventBus`] and its [`BusFeed`]s, between instances and bridges.
+//! - [`clock`]: the [`Clock`].
+//! - [`caller_verifier`]: [`CallerVerifier`], the check of a caller's credential.
+//! - [`user_directory`]: [`UserDirectory`], the app's users and sign-in sessions.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+pub mod caller_verifier;
+pub mod clock;
+pub mod event_bus;
+pub mod secret_source;
+pub mod session_store;
+pub mod user_directory;
 
-use async_trait::async_trait;
-use sidekey_domain::{SecretRef, SecretValue, Session, SessionId, Subject, TokenDigest, TokenKeys};
+pub use caller_verifier::{
+    CallerCredential, CallerRejection, CallerVerifier, CallerVerifierError, VerifiedCredential,
+};
+pub use clock::Clock;
+pub use event_bus::{BusError, BusFeed, EventBus};
+pub use secret_source::{SecretSource, SecretSourceError};
+pub use session_store::{
+    ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
+};
+pub use user_directory::{DirectoryError, DirectorySession, DirectoryUser, UserDirectory};
 
-/// What a valid token grants: the session and the real key it stands for.
-///
-/// Cloning is cheap (reference counts only), so stores can hand one out on every verification.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    /// The session.
-    pub session: Session,
-    /// The real key, shared rather than copied so that only one copy of it lives in memory.
-    pub secret: Arc<SecretValue>,
-}
-
-/// What a store knows of a token digest.
-#[derive(Debug, Clone)]
-pub enum Lookup {
-    /// A session that has not been revoked. It may already be past `expires_at`: stores purge lazily,
-    /// so callers check [`Session::is_expired_at`] themselves.
-    Active(Grant),
-    /// A session that was revoked: said until [`ENDED_SESSION_RETENTION`] after its original expiry.
-    Revoked,
-    /// A session that expired and whose real key the store has already dropped: said until
-    /// [`ENDED_SESSION_RETENTION`] after its expiry.
-    Expired,
-    /// No session: never issued, or ended longer than [`ENDED_SESSION_RETENTION`] ago.
-    Missing,
-}
-
-/// How long a store remembers that a session ended (revoked or expired) after its expiry, so that a client
-/// still holding the token is told why it stopped working ("expired", "revoked") rather than "unknown".
-///
-/// Five minutes: a client that keeps calling with a stale token notices within that window, and a store
-/// holds at most five minutes' worth of ended sessions in addition to its live ones. The real key is
-/// never part of this memory: it is dropped the moment the session ends.
-pub const ENDED_SESSION_RETENTION: Duration = Duration::from_secs(300);
-
-/// Which sessions an admin listing selects. Both filters set means both must match; none means all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionFilter {
-    /// Only sessions for this `secret_key_id`.
-    pub secret_ref: Option<SecretRef>,
-    /// Only sessions of this subject.
-    pub subject: Option<Subject>,
-}
-
-impl SessionFilter {
-    /// Whether `session` is selected.
-    pub fn matches(&self, session: &Session) -> bool {
-        self.secret_ref.as_ref().is_none_or(|wanted| session.secret_ref() == wanted)
-            && self.subject.as_ref().is_none_or(|wanted| session.subject() == Some(wanted))
-    }
-}
-
-/// Which sessions a bulk revocation ends: a key rotation, or a user ban.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RevocationTarget {
-    /// Every session bound to this `secret_key_id`.
-    SecretRef(SecretRef),
-    /// Every session of this subject.
-    Subject(Subject),
-}
-
-impl RevocationTarget {
-    /// Whether `session` is one of those to revoke.
-    pub fn matches(&self, session: &Session) -> bool {
-        match self {
-            Self::SecretRef(wanted) => session.secret_ref() == wanted,
-            Self::Subject(wanted) => session.subject() == Some(wanted),
-        }
-    }
-}
-
-/// A session store failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The backend cannot be reached or did not answer in time. The text is the cause, for the log only.
-    #[error("the session store is unavailable: {0}")]
-    Unavailable(String),
-    /// A session is already stored under this digest.
-    #[error("a session is already stored under this token digest")]
-    Conflict,
-}
-
-/// Where sessions live, keyed by the digest of their token.
-///
-/// The methods that hand out a session's real key (or store it) receive the token's [`TokenKeys`]: the
-/// digest to key by, and the sealing key with which a store that keeps data outside this process MUST
-/// encrypt the real key, so that a copy of the store decrypts nothing without the token. No method ever
-/// receives the token itself.
-///
-/// # Errors
-/// Every method of every implementation:
-/// - MUST return [`StoreError::Unavailable`] when its backend cannot be reached, and MUST do so within a
-///   bounded time (a store that hangs hangs every request of the service);
-/// - MUST NOT put a token, a real key or the cause's secrets into the error text.
-#[cfg_attr(test, mockall::automock)]
-#[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session until its `expires_at`. After that it MUST stop being returned as active
-    /// within a moment (its real key dropped), SHOULD be reported as [`Lookup::Expired`] until
-    /// [`ENDED_SESSION_RETENTION`] later, and then MUST be forgotten and its memory released without
-    /// anyone asking.
-    ///
-    /// The session's id is [`SessionId::of_token`] of the token's digest (the use cases issue it so), and
-    /// a store MAY rely on that: the in-memory store keys sessions by it and refuses any other id.
-    ///
-    /// # Errors
-    /// MUST return [`StoreError::Conflict`] if a session (active or revoked) is stored under `digest`.
-    async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError>;
-
-    /// What is stored under `digest`.
-    ///
-    /// MUST return [`Lookup::Revoked`] for a revoked session until at least its original `expires_at`
-    /// (SHOULD until [`ENDED_SESSION_RETENTION`] after it), and MAY return an expired session as
-    /// [`Lookup::Active`] for a moment before it becomes [`Lookup::Expired`] (callers check expiry
-    /// against their clock).
-    async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError>;
-
-    /// Moves an active session's `expires_at` (a refresh) and returns what is stored afterwards.
-    ///
-    /// MUST NOT bring back an ended or purged session: those return [`Lookup::Revoked`],
-    /// [`Lookup::Expired`] or [`Lookup::Missing`] unchanged.
-    async fn extend(&self, keys: &TokenKeys, expires_at: SystemTime) -> Result<Lookup, StoreError>;
-
-    /// Revokes the session stored under `digest`. Returns whether an active session was revoked.
-    async fn revoke(&self, digest: &TokenDigest) -> Result<bool, StoreError>;
-
-    /// Revokes the session with this id. Returns whether an active session was revoked.
-    async fn revoke_by_id(&self, id: SessionId) -> Result<bool, StoreError>;
-
-    /// Revokes every active session that `target` selects; returns how many.
-    async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, StoreError>;
-
-    /// Up to `limit` active sessions that `filter` selects, in no particular order.
-    async fn list(&self, filter: &SessionFilter, limit: usize) -> Result<Vec<Session>, StoreError>;
-
-    /// Whether the store can serve requests now (for readiness probes).
-    async fn ping(&self) -> Result<(), StoreError>;
-}
-
-/// The secret source failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretSourceError {
-    /// The source holds no secret of that name.
-    #[error("the secret source has no such secret")]
-    NotFound,
-    /// The source did not answer within its timeout.
-    #[error("the secret source did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The source answered with a failure. The text is for the log only.
-    #[error("the secret source failed: {0}")]
-    Failed(String),
-    /// The source cannot be asked now (its bus is down, or too many requests are already waiting on
-    /// it): a transient condition, worth a retry. The text is for the log only.
-    #[error("the secret source is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// Whoever holds the real keys: the environment, a directory, a bridge over an event bus.
-///
-/// # Errors
-/// - [`SecretSourceError::NotFound`] MUST mean the source answered and has no such secret (a client
-///   error), never that it could not be asked.
-/// - Implementations MUST bound the time they take and return [`SecretSourceError::Timeout`] past it.
-/// - The error text MUST NOT contain a secret.
-#[cfg_attr(test, mockall::automock)]
-#[async_trait]
-pub trait SecretSource: Send + Sync + 'static {
-    /// The real key named `secret_ref`, read now (just in time, never cached past this call).
-    async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError>;
-
-    /// Whether the source can be asked now (for readiness probes).
-    async fn ping(&self) -> Result<(), SecretSourceError>;
-}
-
-/// The event bus could not carry a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BusError {
-    /// The bus cannot be reached now. The text is for the log only and never holds a message.
-    #[error("the event bus is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// Messages arriving from an [`EventBus`], in order.
-#[async_trait]
-pub trait BusFeed: Send {
-    /// The next message; `None` once the bus is closed for good. A feed over a network bus survives
-    /// reconnections by itself (messages sent while it was disconnected may be lost).
-    async fn next(&mut self) -> Option<Vec<u8>>;
-}
-
-/// The event bus between sidekey instances and the bridges that hold real keys.
-///
-/// It carries opaque messages (the bridge protocol, with its sealing and authentication, lies above
-/// it) with three kinds of delivery:
-/// - a *request* reaches exactly one bridge, however many are listening (a work queue);
-/// - a *reply* reaches exactly the instance whose inbox it names;
-/// - an *announcement* reaches every instance.
-///
-/// Every call that sends is bounded in time and fails with [`BusError::Unavailable`] when the bus is
-/// down; feeds reconnect by themselves.
-#[async_trait]
-pub trait EventBus: Send + Sync + 'static {
-    /// Queues a request for exactly one bridge.
-    async fn send_request(&self, request: Vec<u8>) -> Result<(), BusError>;
-
-    /// Delivers a reply to the instance whose inbox is `inbox`.
-    async fn send_reply(&self, inbox: &str, reply: Vec<u8>) -> Result<(), BusError>;
-
-    /// Delivers an announcement to every instance.
-    async fn announce(&self, announcement: Vec<u8>) -> Result<(), BusError>;
-
-    /// Opens this instance's inbox: its address (to name in requests) and the replies sent to it.
-    async fn open_inbox(&self) -> Result<(String, Box<dyn BusFeed>), BusError>;
-
-    /// The requests, for a bridge: each reaches one of the bridges that consume them.
-    async fn requests(&self) -> Result<Box<dyn BusFeed>, BusError>;
-
-    /// The announcements from now on.
-    async fn announcements(&self) -> Result<Box<dyn BusFeed>, BusError>;
-
-    /// Whether the bus can carry messages now (for readiness probes).
-    async fn ping(&self) -> Result<(), BusError>;
-}
-
-/// The time. A port so that expiry is tested at exact instants.
-#[cfg_attr(test, mockall::automock)]
-pub trait Clock: Send + Sync + 'static {
-    /// The current wall-clock time.
-    fn now(&self) -> SystemTime;
-}
+#[cfg(any(test, feature = "test-util"))]
+pub use caller_verifier::MockCallerVerifier;
+#[cfg(any(test, feature = "test-util"))]
+pub use clock::MockClock;
+#[cfg(any(test, feature = "test-util"))]
+pub use event_bus::MockEventBus;
+#[cfg(any(test, feature = "test-util"))]
+pub use secret_source::MockSecretSource;
+#[cfg(any(test, feature = "test-util"))]
+pub use session_store::MockSessionStore;
+#[cfg(any(test, feature = "test-util"))]
+pub use user_directory::MockUserDirectory;

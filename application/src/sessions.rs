@@ -5,18 +5,16 @@ use std::time::SystemTime;
 
 use metrics::Counter;
 use sidekey_domain::{
-    EntropyError, Metadata, MetadataError, SecretRef, Session, SessionId, SessionPolicy, Subject, Token,
+    CallerSession, EntropyError, Metadata, SecretRef, Session, SessionId, SessionPolicy, Subject, Token,
     TokenDigest, TokenKeys, TokenParseError, TtlError,
 };
 
-use crate::callers::{CALLER_SESSION_KEY, CascadeCheck, DirectoryError};
+use crate::AUDIT_TARGET;
+use crate::callers::CascadeCheck;
 use crate::ports::{
-    Clock, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore,
-    StoreError,
+    Clock, DirectoryError, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError, SessionFilter,
+    SessionStore, StoreError,
 };
-
-/// Audit events go to this tracing target, so operators can route them apart from diagnostics.
-pub const AUDIT_TARGET: &str = "sidekey::audit";
 
 /// What a caller asks for when creating a session.
 #[derive(Debug, Clone)]
@@ -31,7 +29,7 @@ pub struct IssueRequest {
     pub subject: Option<Subject>,
     /// The caller's sign-in session, when the caller was checked against a directory: the session
     /// issued ends when it ends (see [`CascadeCheck`]).
-    pub caller_session: Option<String>,
+    pub caller_session: Option<CallerSession>,
 }
 
 /// A new session and the token that stands for it; the only place the token exists in clear.
@@ -67,9 +65,6 @@ pub enum IssueError {
     /// The OS had no randomness for a token.
     #[error(transparent)]
     Entropy(#[from] EntropyError),
-    /// The metadata, with the caller's sign-in session added, breaks the limits.
-    #[error("metadata: {0}")]
-    Metadata(#[from] MetadataError),
 }
 
 /// Why a presented token does not verify. Each reason is told to the client (RFC 6750
@@ -247,14 +242,6 @@ impl SessionService {
             SecretSourceError::Failed(cause) => IssueError::SecretSourceFailed(cause),
             SecretSourceError::Unavailable(cause) => IssueError::SecretSourceUnavailable(cause),
         })?;
-        let metadata = match &request.caller_session {
-            None => request.metadata,
-            Some(caller_session) => {
-                let mut entries = request.metadata.entries().clone();
-                entries.insert(CALLER_SESSION_KEY.to_owned(), caller_session.clone());
-                Metadata::new(entries)?
-            }
-        };
         let token = Token::generate()?;
         let keys = token.keys();
         let digest = *keys.digest();
@@ -264,10 +251,14 @@ impl SessionService {
             SessionId::of_token(&digest),
             request.secret_ref,
             request.subject,
-            metadata,
+            request.metadata,
             ttl,
             self.clock.now(),
         );
+        let session = match request.caller_session {
+            Some(caller_session) => session.bound_to(caller_session),
+            None => session,
+        };
         let grant = Grant { session: session.clone(), secret: Arc::new(secret) };
         self.store.insert(&keys, grant).await.map_err(|error| match error {
             StoreError::Unavailable(cause) => IssueError::StoreUnavailable(cause),
@@ -315,7 +306,7 @@ impl SessionService {
             .store
             .extend(&keys, refreshed.expires_at())
             .await
-            .map_err(|error| self.store_failed(error, "refresh"))?;
+            .map_err(|error| self.store_failed(error))?;
         let session = match stored {
             Lookup::Active(grant) => grant.session,
             // Revoked between the lookup and the update: the revocation wins.
@@ -349,7 +340,7 @@ impl SessionService {
         let keys = self.parse(presented, "revoke")?;
         let digest = *keys.digest();
         let grant = self.active_grant(&keys, "revoke").await?;
-        let revoked = self.store.revoke(&digest).await.map_err(|error| self.store_failed(error, "revoke"))?;
+        let revoked = self.store.revoke(&digest).await.map_err(|error| self.store_failed(error))?;
         if !revoked {
             // Revoked or purged by someone else in between: the token is invalid either way.
             return Err(self.refuse(Rejection::Revoked, Some(&digest), "revoke"));
@@ -457,7 +448,7 @@ impl SessionService {
         now: SystemTime,
         operation: &'static str,
     ) -> Result<Grant, VerifyError> {
-        let lookup = self.store.find(keys).await.map_err(|error| self.store_failed(error, operation))?;
+        let lookup = self.store.find(keys).await.map_err(|error| self.store_failed(error))?;
         let digest = keys.digest();
         match lookup {
             Lookup::Active(grant) if !grant.session.is_expired_at(now) => {
@@ -478,9 +469,7 @@ impl SessionService {
         now: SystemTime,
         operation: &'static str,
     ) -> Result<Grant, VerifyError> {
-        let (Some(cascade), Some(caller_session)) =
-            (&self.cascade, grant.session.metadata().entries().get(CALLER_SESSION_KEY))
-        else {
+        let (Some(cascade), Some(caller_session)) = (&self.cascade, grant.session.caller_session()) else {
             return Ok(grant);
         };
         match cascade.is_active(caller_session, now).await {
@@ -501,7 +490,6 @@ impl SessionService {
             }
             Err(DirectoryError::Unavailable(cause)) => {
                 self.counters.verify_errors.increment(1);
-                tracing::warn!(operation, %cause, "user directory failed");
                 Err(VerifyError::DirectoryUnavailable(cause))
             }
         }
@@ -524,9 +512,8 @@ impl SessionService {
         VerifyError::Rejected(rejection)
     }
 
-    fn store_failed(&self, error: StoreError, operation: &'static str) -> VerifyError {
+    fn store_failed(&self, error: StoreError) -> VerifyError {
         self.counters.verify_errors.increment(1);
-        tracing::warn!(operation, %error, "session store failed");
         VerifyError::StoreUnavailable(store_cause(error))
     }
 }

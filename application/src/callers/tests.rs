@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::ports::MockClock;
+use crate::ports::{DirectoryUser, MockCallerVerifier, MockClock, MockUserDirectory};
 
 fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -30,9 +30,13 @@ fn jwt(email: Option<&str>) -> VerifiedCredential {
     VerifiedCredential::Jwt { subject: "jwt-sub-1".to_owned(), email: email.map(str::to_owned) }
 }
 
+fn sign_in_id() -> CallerSession {
+    CallerSession::parse("ba_1").unwrap()
+}
+
 fn sign_in(user_id: &str) -> DirectorySession {
     DirectorySession {
-        id: "ba_1".to_owned(),
+        id: sign_in_id(),
         user_id: user_id.to_owned(),
         expires_at: now() + Duration::from_secs(600),
     }
@@ -119,7 +123,7 @@ async fn a_sign_in_session_token_names_its_user_and_binds_the_session_to_it() {
         callers.authenticate(Some(&CallerCredential::SessionCookie("t.s".into())), None).await.unwrap();
 
     assert_eq!(caller.subject.as_str(), "user_7");
-    assert_eq!(caller.bound_to.map(|session| session.id), Some("ba_1".to_owned()));
+    assert_eq!(caller.bound_to.map(|session| session.id), Some(sign_in_id()));
 }
 
 #[tokio::test]
@@ -164,6 +168,6 @@ async fn the_cascade_check_forgets_an_inactive_sign_in_session_and_asks_again_af
     directory.expect_session_is_active().times(2).returning(move |_, _| answers.next().unwrap());
     let check = CascadeCheck::new(Arc::new(directory), Duration::ZERO);
 
-    assert_eq!(check.is_active("ba_1", now()).await, Ok(true));
-    assert_eq!(check.is_active("ba_1", now()).await, Ok(false), "an interval of zero asks every time");
+    assert_eq!(check.is_active(&sign_in_id(), now()).await, Ok(true));
+    assert_eq!(check.is_active(&sign_in_id(), now()).await, Ok(false), "an interval of zero asks every time");
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sidekey_domain::{
-    Metadata, SecretRef, SecretValue, Session, SessionId, SessionParts, SessionPolicy, Subject, Token,
-    TokenDigest, TokenParseError, TtlError,
+    CallerSession, Limits, Metadata, Scope, SecretRef, SecretValue, Session, SessionId, SessionParts,
+    SessionPolicy, Subject, Token, TokenDigest, TokenParseError, TtlError,
 };
 
 use super::{AdminError, IssueError, IssueRequest, Rejection, SessionService, VerifyError};
@@ -79,6 +79,9 @@ fn session_until(issued: u64, ttl: u64, expires: u64) -> Session {
         expires_at: at(expires),
         ttl: Duration::from_secs(ttl),
         metadata: metadata(),
+        caller_session: None,
+        scope: Scope::default(),
+        limits: Limits::default(),
     })
     .unwrap()
 }
@@ -808,31 +811,29 @@ fn now_is_the_service_clock() {
 
 const CALLER_SESSION: &str = "ba_session_1";
 
+fn caller_session() -> CallerSession {
+    CallerSession::parse(CALLER_SESSION).unwrap()
+}
+
 fn bound_session(issued: u64, ttl: u64) -> Session {
-    let mut entries = metadata().entries().clone();
-    entries.insert(crate::callers::CALLER_SESSION_KEY.to_owned(), CALLER_SESSION.to_owned());
-    Session::from_parts(SessionParts {
-        metadata: Metadata::new(entries).unwrap(),
-        ..session(issued, ttl).to_parts()
-    })
-    .unwrap()
+    session(issued, ttl).bound_to(caller_session())
 }
 
 fn directory_answering(
-    answers: Vec<Result<bool, crate::callers::DirectoryError>>,
-) -> crate::callers::MockUserDirectory {
-    let mut directory = crate::callers::MockUserDirectory::new();
+    answers: Vec<Result<bool, crate::ports::DirectoryError>>,
+) -> crate::ports::MockUserDirectory {
+    let mut directory = crate::ports::MockUserDirectory::new();
     let answers = Mutex::new(answers.into_iter());
     directory
         .expect_session_is_active()
-        .withf(|id, _| id == CALLER_SESSION)
+        .withf(|id, _| id.as_str() == CALLER_SESSION)
         .returning(move |_, _| answers.lock().unwrap().next().expect("asked more often than expected"));
     directory
 }
 
 fn cascading(
     store: MockSessionStore,
-    directory: crate::callers::MockUserDirectory,
+    directory: crate::ports::MockUserDirectory,
     recheck_after: Duration,
 ) -> SessionService {
     let cascade = crate::callers::CascadeCheck::new(Arc::new(directory), recheck_after);
@@ -867,7 +868,7 @@ async fn a_bound_session_is_refused_with_503_material_when_the_directory_is_down
     let mut store = MockSessionStore::new();
     store.expect_find().times(1).returning(|_| Ok(Lookup::Active(grant(bound_session(0, 60)))));
     store.expect_revoke().never();
-    let down = crate::callers::DirectoryError::Unavailable("db down".into());
+    let down = crate::ports::DirectoryError::Unavailable("db down".into());
     let service = cascading(store, directory_answering(vec![Err(down)]), Duration::from_secs(60));
 
     assert_eq!(
@@ -878,7 +879,7 @@ async fn a_bound_session_is_refused_with_503_material_when_the_directory_is_down
 
 #[tokio::test]
 async fn an_unbound_session_never_asks_the_directory() {
-    let mut directory = crate::callers::MockUserDirectory::new();
+    let mut directory = crate::ports::MockUserDirectory::new();
     directory.expect_session_is_active().never();
     let service = cascading(store_finding(Lookup::Active(grant(session(0, 60)))), directory, Duration::ZERO);
 
@@ -886,15 +887,16 @@ async fn an_unbound_session_never_asks_the_directory() {
 }
 
 #[tokio::test]
-async fn issue_binds_the_session_to_the_callers_sign_in_session_through_reserved_metadata() {
+async fn issue_binds_the_session_to_the_callers_sign_in_session() {
     let mut store = MockSessionStore::new();
     store.expect_insert().times(1).returning(|_, _| Ok(()));
     let service = service_of(store, secrets_answering(|| Ok(secret())), clock_at(at(0)));
-    let request = IssueRequest { caller_session: Some(CALLER_SESSION.to_owned()), ..request(None) };
+    let request = IssueRequest { caller_session: Some(caller_session()), ..request(None) };
 
     let issued = service.issue(request).await.unwrap();
 
+    assert_eq!(issued.session.caller_session(), Some(&caller_session()));
     let entries = issued.session.metadata().entries();
-    assert_eq!(entries.get(crate::callers::CALLER_SESSION_KEY).map(String::as_str), Some(CALLER_SESSION));
     assert_eq!(entries.get("team").map(String::as_str), Some("search"), "the client's metadata is kept");
+    assert_eq!(entries.len(), 1, "the binding is not kept in the client's metadata");
 }
