@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
-use sidekey_application::{BusError, BusFeed, EventBus, StoreError};
+use sidekey_application::{BusError, BusFeed, EventBus};
 use tokio::sync::mpsc;
 
-use crate::connection::{Connector, subscriber_client};
+use crate::connection::{ConfigError, Connector, Unavailable, subscriber_client};
 
 /// The consumer group of the bridges on the request stream.
 const BRIDGE_GROUP: &str = "bridges";
@@ -73,14 +73,15 @@ impl RedisBus {
     /// is down).
     ///
     /// # Errors
-    /// An invalid URL, or a cluster URL (the bus needs one server). The text never quotes the URL.
-    pub fn new(settings: RedisBusSettings) -> Result<Self, String> {
+    /// [`ConfigError`] for an invalid URL, or a cluster URL (the bus needs one server). The text never
+    /// quotes the URL.
+    pub fn new(settings: RedisBusSettings) -> Result<Self, ConfigError> {
         if settings.url.contains("+cluster://") {
-            return Err("the event bus needs one Redis server, not a cluster".to_owned());
+            return Err(ConfigError::ClusterBus);
         }
         let connector = Connector::new(&settings.url, settings.connect_timeout, settings.command_timeout)?;
         let client = redis::Client::open(settings.url.as_str())
-            .map_err(|error| format!("invalid Redis URL ({:?})", error.kind()))?;
+            .map_err(|error| ConfigError::InvalidUrl(format!("{:?}", error.kind())))?;
         let resp3_client = subscriber_client(&settings.url)?;
         Ok(Self {
             connector,
@@ -111,8 +112,8 @@ impl RedisBus {
     }
 }
 
-fn bus_error(error: StoreError) -> BusError {
-    BusError::Unavailable(error.to_string())
+fn bus_error(Unavailable(cause): Unavailable) -> BusError {
+    BusError::Unavailable(cause)
 }
 
 #[async_trait]

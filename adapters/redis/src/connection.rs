@@ -8,7 +8,6 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, ScriptInvocation, Value};
-use sidekey_application::StoreError;
 use tokio::sync::Mutex;
 
 /// How many times the connection manager retries a failed connection attempt before the command that
@@ -23,6 +22,31 @@ const MAX_CAUSE_LEN: usize = 200;
 
 /// The schemes of a Redis Cluster URL: `redis+cluster://host:port,host:port` (and TLS with `rediss+`).
 const CLUSTER_SCHEMES: [(&str, &str); 2] = [("redis+cluster://", "redis"), ("rediss+cluster://", "rediss")];
+
+/// A Redis URL or setting that cannot be used: a configuration error, refused at start-up. The text never
+/// quotes the URL, which may hold a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The URL does not parse (only the kind of error is kept: the detail may quote the URL).
+    #[error("invalid Redis URL ({0}): expected redis://, rediss://, redis+unix:// or redis+cluster://")]
+    InvalidUrl(String),
+    /// `redis+cluster://` without any `host:port`.
+    #[error("invalid Redis URL: redis+cluster:// needs at least one host:port")]
+    NoClusterNode,
+    /// The event bus was given a cluster.
+    #[error("the event bus needs one Redis server, not a cluster")]
+    ClusterBus,
+    /// The key prefix is empty, or holds a brace or white space (a brace would change which part of
+    /// every key Redis Cluster hashes, and so which slot it lands in).
+    #[error("the Redis key prefix must be non-empty, without braces or whitespace")]
+    InvalidPrefix,
+}
+
+/// Redis could not be reached, or did not answer in time. The text is the cause, for the log only; each
+/// caller turns it into its port's error (the store's, the bus's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 /// Where commands go, and how long each may take.
 pub(crate) struct Connector {
@@ -89,13 +113,13 @@ impl ConnectionLike for Connection {
 impl Connector {
     /// A connector for `url`; connects nothing yet.
     ///
-    /// Errors: only an invalid URL. The text names the URL's scheme rules, never the URL (it may hold a
-    /// password).
+    /// # Errors
+    /// [`ConfigError`] for an invalid URL.
     pub(crate) fn new(
         url: &str,
         connect_timeout: Duration,
         command_timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         if url.starts_with("rediss") {
             // redis's rustls support leaves the crypto provider to the application. Installing ring's
             // fails harmlessly when the process already chose one.
@@ -139,7 +163,7 @@ impl Connector {
     }
 
     /// Sends one command.
-    pub(crate) async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, StoreError> {
+    pub(crate) async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> Result<T, Unavailable> {
         self.bounded(what, |mut connection| async move { cmd.query_async(&mut connection).await }).await
     }
 
@@ -148,7 +172,7 @@ impl Connector {
         &self,
         what: &str,
         pipeline: &Pipeline,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Unavailable> {
         self.bounded(what, |mut connection| async move { pipeline.query_async(&mut connection).await }).await
     }
 
@@ -158,14 +182,13 @@ impl Connector {
         &self,
         what: &str,
         invocation: &ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Unavailable> {
         self.bounded(what, |mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await
     }
 
-    /// Runs `request` on a connection within the deadline; every failure becomes
-    /// [`StoreError::Unavailable`].
-    async fn bounded<T, F, Fut>(&self, what: &str, request: F) -> Result<T, StoreError>
+    /// Runs `request` on a connection within the deadline; every failure becomes [`Unavailable`].
+    async fn bounded<T, F, Fut>(&self, what: &str, request: F) -> Result<T, Unavailable>
     where
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -179,7 +202,7 @@ impl Connector {
         };
         match tokio::time::timeout(self.deadline, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(Unavailable(format!(
                 "Redis did not answer {what} within {} ms",
                 self.deadline.as_millis()
             ))),
@@ -187,7 +210,7 @@ impl Connector {
     }
 
     /// A connection to send on, connecting a cluster first if needed.
-    async fn connection(&self) -> Result<Connection, StoreError> {
+    async fn connection(&self) -> Result<Connection, Unavailable> {
         match &self.target {
             Target::Single(manager) => Ok(Connection::Single(manager.clone())),
             Target::Cluster(cluster) => {
@@ -199,7 +222,7 @@ impl Connector {
                 let connected = tokio::time::timeout(*connect_timeout, client.get_async_connection())
                     .await
                     .map_err(|_| {
-                        StoreError::Unavailable(format!(
+                        Unavailable(format!(
                             "no Redis Cluster node answered within {} ms",
                             connect_timeout.as_millis()
                         ))
@@ -230,8 +253,9 @@ impl Connector {
 /// connection (in order with the replies to its heartbeat `PING`s) and reach the subscriber on a tokio
 /// channel. Redis 6 and later speak RESP3; the scripts need 6.2 anyway.
 ///
-/// Errors: only an invalid URL, as for [`Connector::new`].
-pub(crate) fn subscriber_client(url: &str) -> Result<redis::Client, String> {
+/// # Errors
+/// [`ConfigError`] for an invalid URL, as [`Connector::new`].
+pub(crate) fn subscriber_client(url: &str) -> Result<redis::Client, ConfigError> {
     let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|error| invalid_url(&error))?;
     let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
     redis::Client::open(info.set_redis_settings(resp3)).map_err(|error| invalid_url(&error))
@@ -239,7 +263,7 @@ pub(crate) fn subscriber_client(url: &str) -> Result<redis::Client, String> {
 
 /// The node URLs of a cluster URL (`redis+cluster://[user:password@]host:port,host:port[/db][#insecure]`),
 /// or `None` for any other URL. Credentials, database and fragment apply to every node.
-fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
+fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, ConfigError> {
     let Some((rest, scheme)) = CLUSTER_SCHEMES
         .iter()
         .find_map(|(prefix, scheme)| url.strip_prefix(prefix).map(|rest| (rest, *scheme)))
@@ -264,22 +288,19 @@ fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
         .map(|host| format!("{scheme}://{credentials}{host}{path}{fragment}"))
         .collect();
     if nodes.is_empty() {
-        return Err("invalid Redis URL: redis+cluster:// needs at least one host:port".to_owned());
+        return Err(ConfigError::NoClusterNode);
     }
     Ok(Some(nodes))
 }
 
-fn invalid_url(error: &RedisError) -> String {
+fn invalid_url(error: &RedisError) -> ConfigError {
     // Only the kind: the detail of a parse error may quote the URL, and the URL may hold a password.
-    format!(
-        "invalid Redis URL ({:?}): expected redis://, rediss://, redis+unix:// or redis+cluster://",
-        error.kind()
-    )
+    ConfigError::InvalidUrl(format!("{:?}", error.kind()))
 }
 
-/// A Redis failure as the port's error, for the log. Redis's messages carry no values we sent (scripts
-/// report their line and the failing command's complaint), but the text is capped all the same.
-pub(crate) fn unavailable(what: &str, error: &RedisError) -> StoreError {
+/// A Redis failure, for the log. Redis's messages carry no values we sent (scripts report their line and
+/// the failing command's complaint), but the text is capped all the same.
+pub(crate) fn unavailable(what: &str, error: &RedisError) -> Unavailable {
     let mut cause = format!("Redis {what} failed: {error}");
     if cause.len() > MAX_CAUSE_LEN {
         let mut end = MAX_CAUSE_LEN;
@@ -289,7 +310,7 @@ pub(crate) fn unavailable(what: &str, error: &RedisError) -> StoreError {
         cause.truncate(end);
         cause.push('…');
     }
-    StoreError::Unavailable(cause)
+    Unavailable(cause)
 }
 
 #[cfg(test)]
@@ -321,14 +342,14 @@ mod tests {
         assert!(Connector::new("redis+cluster://127.0.0.1:1,127.0.0.1:2", timeout, timeout).is_ok());
         for url in ["http://user:hunter2@host", "not a url", "redis+cluster://"] {
             let error = Connector::new(url, timeout, timeout).err().unwrap();
-            assert!(!error.contains("hunter2"), "{error}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
         }
     }
 
     #[test]
     fn long_causes_are_cut() {
         let error = RedisError::from((redis::ErrorKind::Io, "boom", "x".repeat(1000)));
-        let StoreError::Unavailable(cause) = unavailable("ping", &error) else { panic!() };
+        let Unavailable(cause) = unavailable("ping", &error);
         assert!(cause.chars().count() <= MAX_CAUSE_LEN + 1, "{cause}");
     }
 }

@@ -5,7 +5,7 @@
 //! feature (on by default).
 //!
 //! # Layout
-//! - [`connection`]: one server or a cluster behind one type, every command bounded in time, connecting
+//! - `connection`: one server or a cluster behind one type, every command bounded in time, connecting
 //!   lazily and reconnecting by itself; shared by the store and the bus.
 //! - [`store`]: [`RedisSessionStore`], sessions in Redis (or Redis Cluster), real keys sealed with a key
 //!   derived from the token, with a local cache invalidated through pub/sub.
@@ -13,8 +13,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
-pub mod connection;
+mod connection;
 pub mod store;
 
 pub use bus::{RedisBus, RedisBusSettings};
+pub use connection::ConfigError;
 pub use store::{LocalCacheSettings, RedisSessionStore, RedisStoreSettings};

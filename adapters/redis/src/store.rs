@@ -109,8 +109,10 @@
 
 mod cache;
 mod keys;
+mod record;
 mod scripts;
 mod sealing;
+mod shards;
 
 pub use self::cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_AGE, LocalCacheSettings, LocalCacheStatus};
 
@@ -120,22 +122,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{FromRedisValue, Value};
+use redis::Value;
 use sidekey_application::{
     Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
 };
-use sidekey_domain::{
-    Metadata, SecretRef, Session, SessionId, SessionParts, Subject, TokenDigest, TokenKeys,
-};
+use sidekey_domain::{SecretRef, Session, SessionId, SessionParts, Subject, TokenDigest, TokenKeys};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 use self::cache::{LocalCache, Subscriber};
 use self::keys::{
     KeySpace, duration_nanos, from_nanos, instant_text, member, millis_ceil, millis_floor, nanos,
 };
-use self::scripts::{FIELDS, Scripts};
-use crate::connection::{self, Connector};
+use self::record::{
+    CANDIDATE_FIELDS, Candidate, FIELDS, Now, Record, Standing, corrupt, metadata_json, optional_fields,
+};
+use self::scripts::{Expected, Extend, Insert, Revoke, RevokeEntry, Scripts, WriteKeys, retention_millis};
+use crate::connection::{self, ConfigError, Connector, Unavailable};
 
 /// Default [`RedisStoreSettings::connect_timeout`]: a healthy Redis on the same network connects in
 /// milliseconds; a second tells "down" from "slow" without holding a request long.
@@ -144,13 +146,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// second is far beyond any healthy answer and well within a client's patience.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// How many shards a listing or bulk revocation works on at once: enough to hide round trips, few
-/// enough that an admin call does not crowd out verifications on the shared connection.
-const SHARD_PARALLELISM: usize = 16;
-/// Index members read per round trip in listings and bulk revocations, and so sessions per bulk
-/// revocation script: a script blocks Redis while it runs, and 256 small hash updates take well under
-/// a millisecond.
-const PAGE: usize = 256;
 /// How often [`SessionStore::extend`] reads again when the session changed between its read and its
 /// script (only possible when a forgotten session's digest is stored anew at that very moment).
 const EXTEND_ATTEMPTS: usize = 3;
@@ -228,9 +223,9 @@ impl RedisSessionStore {
     /// [`RedisSessionStore::connect_with_cache`].
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] only for an invalid URL or prefix (a configuration error); the text
-    /// never quotes the URL, which may hold a password.
-    pub async fn connect(settings: RedisStoreSettings, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    /// [`ConfigError`] for an invalid URL or prefix; the text never quotes the URL, which may hold a
+    /// password.
+    pub async fn connect(settings: RedisStoreSettings, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         Self::connect_with_cache(settings, LocalCacheSettings::default(), clock).await
     }
 
@@ -244,14 +239,13 @@ impl RedisSessionStore {
         settings: RedisStoreSettings,
         cache: LocalCacheSettings,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, StoreError> {
-        let keys = KeySpace::new(&settings.prefix).map_err(StoreError::Unavailable)?;
-        let redis = Connector::new(&settings.url, settings.connect_timeout, settings.command_timeout)
-            .map_err(StoreError::Unavailable)?;
+    ) -> Result<Self, ConfigError> {
+        let keys = KeySpace::new(&settings.prefix)?;
+        let redis = Connector::new(&settings.url, settings.connect_timeout, settings.command_timeout)?;
         let cluster = redis.is_cluster();
         let invalidations = if cluster { String::new() } else { keys.invalidations() };
         let (cache, subscriber) = if cache.enabled && cache.capacity > 0 && !cluster {
-            let client = connection::subscriber_client(&settings.url).map_err(StoreError::Unavailable)?;
+            let client = connection::subscriber_client(&settings.url)?;
             let cache = Arc::new(LocalCache::new(&cache));
             let subscriber = Subscriber {
                 client,
@@ -286,129 +280,6 @@ impl fmt::Debug for RedisSessionStore {
     }
 }
 
-/// "Now", in the forms the scripts take.
-struct Now {
-    /// Nanoseconds since the epoch.
-    nanos: u64,
-    /// The same as 20-digit text.
-    text: String,
-    /// Now minus the retention, as 20-digit text: a session that expired at or before it is forgotten.
-    cutoff: String,
-    /// Milliseconds, rounded down.
-    millis: u64,
-}
-
-fn retention_millis() -> u64 {
-    millis_ceil(duration_nanos(ENDED_SESSION_RETENTION))
-}
-
-/// Where a stored session stands at some instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    Active,
-    Revoked,
-    Expired,
-    /// Ended longer than the retention ago: as good as absent.
-    Forgotten,
-}
-
-/// A session hash, read back.
-struct Record {
-    id: SessionId,
-    secret_ref: SecretRef,
-    subject: Option<Subject>,
-    issued_at: u64,
-    expires_at: u64,
-    ttl: u64,
-    metadata: Metadata,
-    revoked: bool,
-}
-
-impl Record {
-    /// Parses the fields in [`FIELDS`] order; `None` when the hash does not exist.
-    fn parse(fields: &[Option<Vec<u8>>]) -> Result<Option<Self>, &'static str> {
-        let [id, secret_ref, subject, issued_at, expires_at, ttl, metadata, state] = fields else {
-            return Err("wrong field count");
-        };
-        let Some(id) = id else { return Ok(None) };
-        let text = |value: &Option<Vec<u8>>, name: &'static str| -> Result<String, &'static str> {
-            let bytes = value.as_ref().ok_or(name)?;
-            String::from_utf8(bytes.clone()).map_err(|_| name)
-        };
-        let number = |value: &Option<Vec<u8>>, name: &'static str| -> Result<u64, &'static str> {
-            text(value, name)?.parse().map_err(|_| name)
-        };
-        let id = String::from_utf8(id.clone()).ok().and_then(|id| SessionId::parse(&id).ok()).ok_or("id")?;
-        let secret_ref =
-            SecretRef::parse(&text(secret_ref, "secret_key_id")?).map_err(|_| "secret_key_id")?;
-        let subject = match subject {
-            None => None,
-            Some(_) => Some(Subject::parse(&text(subject, "subject")?).map_err(|_| "subject")?),
-        };
-        let entries = serde_json::from_str(&text(metadata, "metadata")?).map_err(|_| "metadata")?;
-        let metadata = Metadata::new(entries).map_err(|_| "metadata")?;
-        let revoked = match state.as_deref() {
-            Some(b"active") => false,
-            Some(b"revoked") => true,
-            _ => return Err("state"),
-        };
-        Ok(Some(Self {
-            id,
-            secret_ref,
-            subject,
-            issued_at: number(issued_at, "issued_at")?,
-            expires_at: number(expires_at, "expires_at")?,
-            ttl: number(ttl, "ttl")?,
-            metadata,
-            revoked,
-        }))
-    }
-
-    /// The same rules as the memory store's: forgotten after expiry plus retention; revoked; expired at
-    /// `expires_at` (inclusive) or once Redis dropped the sealed key.
-    fn standing(&self, now: &Now, sealed_present: bool) -> Standing {
-        let retention = duration_nanos(ENDED_SESSION_RETENTION);
-        if self.expires_at.saturating_add(retention) <= now.nanos {
-            Standing::Forgotten
-        } else if self.revoked {
-            Standing::Revoked
-        } else if self.expires_at <= now.nanos || !sealed_present {
-            Standing::Expired
-        } else {
-            Standing::Active
-        }
-    }
-
-    fn session(&self) -> Result<Session, &'static str> {
-        Session::from_parts(SessionParts {
-            id: self.id,
-            secret_ref: self.secret_ref.clone(),
-            subject: self.subject.clone(),
-            issued_at: from_nanos(self.issued_at),
-            expires_at: from_nanos(self.expires_at),
-            ttl: Duration::from_nanos(self.ttl),
-            metadata: self.metadata.clone(),
-        })
-        .map_err(|_| "inconsistent times")
-    }
-}
-
-/// The hash fields a revocation reads first (to name the session's index keys).
-const CANDIDATE_FIELDS: [&str; 3] = ["id", "secret_key_id", "subject"];
-
-/// A session a bulk operation read from its hash, to be revoked by the revoke script.
-struct Candidate {
-    digest: TokenDigest,
-    id: String,
-    secret_ref: SecretRef,
-    subject: Option<Subject>,
-}
-
-fn corrupt(digest: &TokenDigest, what: &'static str) -> StoreError {
-    tracing::warn!(fingerprint = %digest.fingerprint(), field = what, "a stored session could not be read");
-    StoreError::Unavailable(format!("a stored session is corrupt ({what})"))
-}
-
 impl Inner {
     fn now(&self) -> Now {
         let nanos = nanos(self.clock.now());
@@ -418,8 +289,7 @@ impl Inner {
 
     /// The session under `digest` and its sealed real key, read atomically.
     async fn read(&self, digest: &TokenDigest) -> Result<(Option<Record>, Option<Vec<u8>>), StoreError> {
-        let mut invocation = self.scripts.find.prepare_invoke();
-        invocation.key(self.keys.session(digest)).key(self.keys.sealed(digest));
+        let invocation = self.scripts.find(&self.keys.session(digest), &self.keys.sealed(digest));
         let mut values: Vec<Option<Vec<u8>>> = self.redis.script("find", &invocation).await?;
         let sealed = if values.len() == FIELDS.len() + 1 { values.pop().flatten() } else { None };
         let record = Record::parse(&values).map_err(|what| corrupt(digest, what))?;
@@ -437,30 +307,29 @@ impl Inner {
         Ok(Grant { session, secret: Arc::new(secret) })
     }
 
-    /// The keys every write of a session touches, in the scripts' `KEYS` order (see `scripts`), and
-    /// whether the last one is the id entry (else the id lives in another shard).
+    /// The keys every write of a session touches.
     fn write_keys(
         &self,
         digest: &TokenDigest,
         id: SessionId,
         secret_ref: &SecretRef,
         subject: Option<&Subject>,
-    ) -> (Vec<String>, bool) {
+    ) -> WriteKeys {
         let shard = digest.shard();
         let session = self.keys.session(digest);
         let all = self.keys.all(shard);
         let by_subject = subject.map_or_else(|| all.clone(), |subject| self.keys.by_subject(shard, subject));
         let id_here = id.shard() == shard;
-        let id_key = if id_here { self.keys.id(id) } else { session.clone() };
-        let keys = vec![
+        let id_entry = if id_here { self.keys.id(id) } else { session.clone() };
+        WriteKeys {
             session,
-            self.keys.sealed(digest),
+            sealed: self.keys.sealed(digest),
             all,
-            self.keys.by_secret_ref(shard, secret_ref),
+            by_secret_ref: self.keys.by_secret_ref(shard, secret_ref),
             by_subject,
-            id_key,
-        ];
-        (keys, id_here)
+            id_entry,
+            id_here,
+        }
     }
 
     async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError> {
@@ -468,42 +337,39 @@ impl Inner {
         let session = &grant.session;
         let sealed = sealing::seal(keys.sealing_key(), digest, session.id(), &grant.secret)
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        let metadata = serde_json::to_string(session.metadata().entries())
-            .map_err(|error| StoreError::Unavailable(format!("metadata did not serialize: {error}")))?;
-        let (key_names, id_here) =
-            self.write_keys(digest, session.id(), session.secret_ref(), session.subject());
+        let write_keys = self.write_keys(digest, session.id(), session.secret_ref(), session.subject());
         let now = self.now();
         let expires_at = nanos(session.expires_at());
         let expires_ms = millis_ceil(expires_at);
-        let mut invocation = self.scripts.insert.prepare_invoke();
-        for key in &key_names {
-            invocation.key(key);
-        }
-        invocation
-            .arg(&now.text)
-            .arg(&now.cutoff)
-            .arg(now.millis)
-            .arg(retention_millis())
-            .arg(member(digest))
-            .arg(session.id().to_string())
-            .arg(session.secret_ref().as_str())
-            .arg(session.subject().map_or("", Subject::as_str))
-            .arg(instant_text(nanos(session.issued_at())))
-            .arg(instant_text(expires_at))
-            .arg(duration_nanos(session.ttl()))
-            .arg(metadata)
-            .arg(sealed)
-            .arg(expires_ms)
-            .arg(if id_here { "1" } else { "0" });
+        let mut fields = vec![
+            ("id", session.id().to_string()),
+            ("secret_key_id", session.secret_ref().to_string()),
+            ("issued_at", instant_text(nanos(session.issued_at()))),
+            ("expires_at", instant_text(expires_at)),
+            ("ttl", duration_nanos(session.ttl()).to_string()),
+            ("metadata", metadata_json(session)?),
+            ("state", "active".to_owned()),
+        ];
+        fields.extend(optional_fields(session));
+        let member = member(digest);
+        let invocation = self.scripts.insert(&Insert {
+            keys: &write_keys,
+            now: &now,
+            member: &member,
+            sealed: &sealed,
+            expires_ms,
+            has_subject: session.subject().is_some(),
+            fields: &fields,
+        });
         let stored: i64 = self.redis.script("insert", &invocation).await?;
         if stored == 0 {
             return Err(StoreError::Conflict);
         }
-        if !id_here {
+        if !write_keys.id_here {
             let mut index = redis::cmd("SET");
             index
                 .arg(self.keys.id(session.id()))
-                .arg(member(digest))
+                .arg(&member)
                 .arg("PXAT")
                 .arg(expires_ms + retention_millis());
             let _: Value = self.redis.query("index the session id", &index).await?;
@@ -577,26 +443,22 @@ impl Inner {
                 (Standing::Expired | Standing::Active, _) => return Ok(Lookup::Expired),
             };
             let grant = self.grant(keys, &record, &sealed)?;
-            let (key_names, id_here) =
-                self.write_keys(digest, record.id, &record.secret_ref, record.subject.as_ref());
+            let write_keys = self.write_keys(digest, record.id, &record.secret_ref, record.subject.as_ref());
             let wanted = nanos(expires_at);
-            let mut invocation = self.scripts.extend.prepare_invoke();
-            for key in &key_names {
-                invocation.key(key);
-            }
-            invocation
-                .arg(&now.text)
-                .arg(&now.cutoff)
-                .arg(now.millis)
-                .arg(retention_millis())
-                .arg(member(digest))
-                .arg(record.id.to_string())
-                .arg(record.secret_ref.as_str())
-                .arg(record.subject.as_ref().map_or("", Subject::as_str))
-                .arg(instant_text(wanted))
-                .arg(millis_ceil(wanted))
-                .arg(if id_here { "1" } else { "0" })
-                .arg(&self.invalidations);
+            let (id, member, wanted_text) = (record.id.to_string(), member(digest), instant_text(wanted));
+            let invocation = self.scripts.extend(&Extend {
+                keys: &write_keys,
+                now: &now,
+                member: &member,
+                expected: Expected {
+                    id: &id,
+                    secret_key_id: record.secret_ref.as_str(),
+                    subject: record.subject.as_ref().map_or("", Subject::as_str),
+                },
+                expires_at: &wanted_text,
+                expires_ms: millis_ceil(wanted),
+                invalidations: &self.invalidations,
+            });
             let answer: Vec<String> = self.redis.script("extend", &invocation).await?;
             return match answer.first().map(String::as_str) {
                 Some("active") => {
@@ -604,7 +466,7 @@ impl Inner {
                         .get(1)
                         .and_then(|text| text.parse::<u64>().ok())
                         .ok_or_else(|| corrupt(digest, "expires_at"))?;
-                    if stored != record.expires_at && !id_here {
+                    if stored != record.expires_at && !write_keys.id_here {
                         let mut expire = redis::cmd("PEXPIREAT");
                         expire.arg(self.keys.id(record.id)).arg(millis_ceil(stored) + retention_millis());
                         let _: Value = self.redis.query("move the session id's expiry", &expire).await?;
@@ -631,7 +493,7 @@ impl Inner {
         let mut read = redis::cmd("HMGET");
         read.arg(self.keys.session(&digest)).arg(&CANDIDATE_FIELDS[..]);
         let fields: Vec<Option<String>> = self.redis.query("read a session", &read).await?;
-        candidate_from(digest, &fields)
+        Candidate::from_fields(digest, &fields)
     }
 
     /// Revokes `candidates` (all of `shard`) in one script; returns how many were active and are now
@@ -642,182 +504,40 @@ impl Inner {
         }
         let now = self.now();
         let all = self.keys.all(shard);
-        let mut invocation = self.scripts.revoke.prepare_invoke();
-        invocation.key(&all).arg(&now.text).arg(now.millis).arg(retention_millis()).arg(&self.invalidations);
-        for candidate in candidates {
-            debug_assert_eq!(candidate.digest.shard(), shard);
-            let by_subject = candidate
-                .subject
-                .as_ref()
-                .map_or_else(|| all.clone(), |subject| self.keys.by_subject(shard, subject));
-            invocation
-                .key(self.keys.session(&candidate.digest))
-                .key(self.keys.sealed(&candidate.digest))
-                .key(self.keys.by_secret_ref(shard, &candidate.secret_ref))
-                .key(by_subject)
-                .arg(member(&candidate.digest))
-                .arg(&candidate.id)
-                .arg(candidate.secret_ref.as_str())
-                .arg(candidate.subject.as_ref().map_or("", Subject::as_str));
-        }
-        let revoked = self.redis.script::<u64>("revoke", &invocation).await;
+        let entries = candidates
+            .iter()
+            .map(|candidate| {
+                debug_assert_eq!(candidate.digest.shard(), shard);
+                RevokeEntry {
+                    session: self.keys.session(&candidate.digest),
+                    sealed: self.keys.sealed(&candidate.digest),
+                    by_secret_ref: self.keys.by_secret_ref(shard, &candidate.secret_ref),
+                    by_subject: candidate
+                        .subject
+                        .as_ref()
+                        .map_or_else(|| all.clone(), |subject| self.keys.by_subject(shard, subject)),
+                    member: member(&candidate.digest),
+                    expected: Expected {
+                        id: &candidate.id,
+                        secret_key_id: candidate.secret_ref.as_str(),
+                        subject: candidate.subject.as_ref().map_or("", Subject::as_str),
+                    },
+                }
+            })
+            .collect();
+        let revoke = Revoke { all: &all, now: &now, invalidations: &self.invalidations, entries };
+        let revoked = self.redis.script::<u64>("revoke", &self.scripts.revoke(&revoke)).await;
         for candidate in candidates {
             self.forget(&candidate.digest);
         }
-        revoked
-    }
-
-    /// Up to [`PAGE`] members of a shard index whose score says they may still be active, from `offset`.
-    async fn index_page(&self, index: &str, offset: usize) -> Result<Vec<TokenDigest>, StoreError> {
-        let now = self.now();
-        let mut range = redis::cmd("ZRANGEBYSCORE");
-        range.arg(index).arg(format!("({}", now.millis)).arg("+inf").arg("LIMIT").arg(offset).arg(PAGE);
-        let members: Vec<Vec<u8>> = self.redis.query("read an index", &range).await?;
-        // A member that does not parse was not written by this store; skip it rather than fail the call.
-        Ok(members.iter().filter_map(|member| keys::parse_member(member)).collect())
-    }
-
-    /// Revokes every active session of `shard` that `target` selects.
-    async fn revoke_matching_in(&self, shard: u8, target: &RevocationTarget) -> Result<u64, StoreError> {
-        let index = match target {
-            RevocationTarget::SecretRef(secret_ref) => self.keys.by_secret_ref(shard, secret_ref),
-            RevocationTarget::Subject(subject) => self.keys.by_subject(shard, subject),
-        };
-        let (mut offset, mut revoked) = (0, 0);
-        loop {
-            let page = self.index_page(&index, offset).await?;
-            if page.is_empty() {
-                break;
-            }
-            let mut read = redis::pipe();
-            for digest in &page {
-                read.cmd("HMGET").arg(self.keys.session(digest)).arg(&CANDIDATE_FIELDS[..]);
-            }
-            let rows: Vec<Value> = self.redis.pipeline("read sessions", &read).await?;
-            let mut candidates = Vec::with_capacity(page.len());
-            for (digest, row) in page.iter().zip(rows) {
-                let fields =
-                    Vec::<Option<String>>::from_redis_value(row).map_err(|_| corrupt(digest, "fields"))?;
-                let Some(candidate) = candidate_from(*digest, &fields)? else { continue };
-                let selected = match target {
-                    RevocationTarget::SecretRef(secret_ref) => &candidate.secret_ref == secret_ref,
-                    RevocationTarget::Subject(subject) => candidate.subject.as_ref() == Some(subject),
-                };
-                if selected {
-                    candidates.push(candidate);
-                }
-            }
-            let now_revoked = self.revoke_in(shard, &candidates).await?;
-            revoked += now_revoked;
-            // Revoked members left the index; the others still stand before the next page.
-            offset += page.len().saturating_sub(usize::try_from(now_revoked).unwrap_or(usize::MAX));
-            if page.len() < PAGE {
-                break;
-            }
-        }
-        Ok(revoked)
-    }
-
-    /// The active sessions of `shard` that `filter` selects, until `found` reaches `limit`.
-    async fn list_in(
-        &self,
-        shard: u8,
-        filter: &SessionFilter,
-        limit: usize,
-        found: &AtomicUsize,
-    ) -> Result<Vec<Session>, StoreError> {
-        // The narrowest index the filter allows; the filter itself is applied to every session read.
-        let index = match (&filter.secret_ref, &filter.subject) {
-            (Some(secret_ref), _) => self.keys.by_secret_ref(shard, secret_ref),
-            (None, Some(subject)) => self.keys.by_subject(shard, subject),
-            (None, None) => self.keys.all(shard),
-        };
-        let mut sessions = Vec::new();
-        let mut offset = 0;
-        while found.load(Ordering::Relaxed) < limit {
-            let page = self.index_page(&index, offset).await?;
-            if page.is_empty() {
-                break;
-            }
-            let mut read = redis::pipe();
-            for digest in &page {
-                read.cmd("HMGET").arg(self.keys.session(digest)).arg(&FIELDS[..]);
-                read.cmd("EXISTS").arg(self.keys.sealed(digest));
-            }
-            let rows: Vec<Value> = self.redis.pipeline("read sessions", &read).await?;
-            let now = self.now();
-            let mut rows = rows.into_iter();
-            for digest in &page {
-                let (Some(fields), Some(sealed)) = (rows.next(), rows.next()) else {
-                    return Err(StoreError::Unavailable("a pipeline answered short".to_owned()));
-                };
-                let fields = Vec::<Option<Vec<u8>>>::from_redis_value(fields)
-                    .map_err(|_| corrupt(digest, "fields"))?;
-                let sealed = bool::from_redis_value(sealed).map_err(|_| corrupt(digest, "sealed"))?;
-                let Some(record) = Record::parse(&fields).map_err(|what| corrupt(digest, what))? else {
-                    continue;
-                };
-                if record.standing(&now, sealed) != Standing::Active {
-                    continue;
-                }
-                let session = record.session().map_err(|what| corrupt(digest, what))?;
-                if filter.matches(&session) {
-                    sessions.push(session);
-                    if found.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
-                        break;
-                    }
-                }
-            }
-            if page.len() < PAGE {
-                break;
-            }
-            offset += page.len();
-        }
-        Ok(sessions)
+        Ok(revoked?)
     }
 }
 
-/// A revocation candidate from its hash's `id`, `secret_key_id` and `subject`; `None` without a hash.
-fn candidate_from(digest: TokenDigest, fields: &[Option<String>]) -> Result<Option<Candidate>, StoreError> {
-    let [id, secret_ref, subject] = fields else {
-        return Err(corrupt(&digest, "fields"));
-    };
-    let (Some(id), Some(secret_ref)) = (id, secret_ref) else { return Ok(None) };
-    let secret_ref = SecretRef::parse(secret_ref).map_err(|_| corrupt(&digest, "secret_key_id"))?;
-    let subject =
-        subject.as_deref().map(Subject::parse).transpose().map_err(|_| corrupt(&digest, "subject"))?;
-    Ok(Some(Candidate { digest, id: id.clone(), secret_ref, subject }))
-}
-
-/// Runs `work` for every shard, [`SHARD_PARALLELISM`] at a time, and collects the results; the first
-/// failure fails the whole call (and aborts the shards still running, as the set is dropped).
-async fn for_every_shard<T, F, Fut>(work: F) -> Result<Vec<T>, StoreError>
-where
-    T: Send + 'static,
-    F: Fn(u8) -> Fut,
-    Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
-{
-    let mut running = JoinSet::new();
-    let mut results = Vec::with_capacity(keys::SHARDS);
-    for shard in 0..=u8::MAX {
-        if running.len() >= SHARD_PARALLELISM
-            && let Some(done) = running.join_next().await
-        {
-            results.push(joined(done)?);
-        }
-        running.spawn(work(shard));
-    }
-    while let Some(done) = running.join_next().await {
-        results.push(joined(done)?);
-    }
-    Ok(results)
-}
-
-fn joined<T>(done: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {
-    match done {
-        Ok(result) => result,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => Err(StoreError::Unavailable(format!("a shard task stopped: {error}"))),
+/// The store's errors are Redis being unreachable or slow, as the port calls it.
+impl From<Unavailable> for StoreError {
+    fn from(Unavailable(cause): Unavailable) -> Self {
+        StoreError::Unavailable(cause)
     }
 }
 
@@ -860,7 +580,7 @@ impl SessionStore for RedisSessionStore {
     async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, StoreError> {
         let inner = Arc::clone(&self.inner);
         let target = Arc::new(target.clone());
-        let counts = for_every_shard(move |shard| {
+        let counts = shards::for_every_shard(move |shard| {
             let (inner, target) = (Arc::clone(&inner), Arc::clone(&target));
             async move { inner.revoke_matching_in(shard, &target).await }
         })
@@ -877,7 +597,7 @@ impl SessionStore for RedisSessionStore {
         let inner = Arc::clone(&self.inner);
         let filter = Arc::new(filter.clone());
         let found = Arc::new(AtomicUsize::new(0));
-        let per_shard = for_every_shard(move |shard| {
+        let per_shard = shards::for_every_shard(move |shard| {
             let (inner, filter, found) = (Arc::clone(&inner), Arc::clone(&filter), Arc::clone(&found));
             async move {
                 if found.load(Ordering::Relaxed) >= limit {
@@ -906,7 +626,7 @@ impl SessionStore for RedisSessionStore {
 mod tests {
     use std::time::{Instant, SystemTime};
 
-    use sidekey_domain::{SecretValue, SessionPolicy, Token};
+    use sidekey_domain::{Metadata, SecretValue, SessionPolicy, Token};
 
     use super::*;
     use sidekey_local::SystemClock;

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use crate::connection::ConfigError;
 use sidekey_domain::{SecretRef, SessionId, Subject, TokenDigest};
 
 /// How many shards the key space has: one per value of the digest's first byte.
@@ -20,12 +21,9 @@ pub(crate) struct KeySpace {
 impl KeySpace {
     /// A key space under `prefix`, refused when the prefix is empty or holds a brace (a brace would
     /// change which part of every key Redis Cluster hashes, and so which slot it lands in).
-    pub(crate) fn new(prefix: &str) -> Result<Self, String> {
-        if prefix.is_empty() {
-            return Err("the Redis key prefix must not be empty".to_owned());
-        }
-        if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
-            return Err("the Redis key prefix must not contain braces or whitespace".to_owned());
+    pub(crate) fn new(prefix: &str) -> Result<Self, ConfigError> {
+        if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
+            return Err(ConfigError::InvalidPrefix);
         }
         Ok(Self { prefix: prefix.to_owned() })
     }

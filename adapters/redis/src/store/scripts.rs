@@ -18,7 +18,11 @@
 //!
 //! Only standard commands of Redis 6.2+ are used (`SET … PXAT` is the newest).
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+use sidekey_application::ENDED_SESSION_RETENTION;
+
+use super::keys::{duration_nanos, millis_ceil};
+use super::record::{FIELDS, Now};
 
 /// Functions every writing script starts with.
 const PRELUDE: &str = r"
@@ -46,12 +50,9 @@ end
 
 /// Stores a new session, unless one is still remembered under its digest.
 ///
-/// KEYS: 1 session hash, 2 sealed key, 3 `all` index, 4 `ref` index, 5 `sub` index (or the `all` index
-/// again when there is no subject), 6 id entry (or the session hash again when the id lives in another
-/// shard, see `ARGV[15]`).
-/// ARGV: 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member (digest hex), 6 id, 7 secret_key_id,
-/// 8 subject (empty: none), 9 issued_at, 10 expires_at, 11 ttl ns, 12 metadata JSON, 13 sealed real key,
-/// 14 expires_at ms, 15 `1` when KEYS[6] is the id entry.
+/// KEYS: [`WriteKeys`]. ARGV ([`Insert`]): 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member (digest
+/// hex), 6 sealed real key, 7 expires_at ms, 8 `1` when KEYS[6] is the id entry, 9 `1` when the session
+/// has a subject, then the session hash's fields as name/value pairs (see `record`).
 /// Returns 1 when stored, 0 when a session is still remembered under the digest (a conflict).
 const INSERT: &str = r"
 local previous = redis.call('HGET', KEYS[1], 'expires_at')
@@ -59,38 +60,34 @@ if previous and previous > ARGV[2] then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'id', ARGV[6], 'secret_key_id', ARGV[7], 'issued_at', ARGV[9],
-  'expires_at', ARGV[10], 'ttl', ARGV[11], 'metadata', ARGV[12], 'state', 'active')
-if ARGV[8] ~= '' then
-  redis.call('HSET', KEYS[1], 'subject', ARGV[8])
-end
-local keep = string.format('%.0f', tonumber(ARGV[14]) + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+local keep = string.format('%.0f', tonumber(ARGV[7]) + tonumber(ARGV[4]))
 redis.call('PEXPIREAT', KEYS[1], keep)
-redis.call('SET', KEYS[2], ARGV[13], 'PXAT', ARGV[14])
-if ARGV[15] == '1' then
+redis.call('SET', KEYS[2], ARGV[6], 'PXAT', ARGV[7])
+if ARGV[8] == '1' then
   redis.call('SET', KEYS[6], ARGV[5], 'PXAT', keep)
 end
-index_add(KEYS[3], ARGV[14], ARGV[5], ARGV[3], ARGV[4])
-index_add(KEYS[4], ARGV[14], ARGV[5], ARGV[3], ARGV[4])
-if ARGV[8] ~= '' then
-  index_add(KEYS[5], ARGV[14], ARGV[5], ARGV[3], ARGV[4])
+index_add(KEYS[3], ARGV[7], ARGV[5], ARGV[3], ARGV[4])
+index_add(KEYS[4], ARGV[7], ARGV[5], ARGV[3], ARGV[4])
+if ARGV[9] == '1' then
+  index_add(KEYS[5], ARGV[7], ARGV[5], ARGV[3], ARGV[4])
 end
 return 1
 ";
 
-/// Reads a session: its hash fields (in [`FIELDS`] order) and its sealed real key, atomically.
+/// Reads a session: its hash fields (ARGV, in `record::FIELDS` order) and its sealed real key,
+/// atomically.
 ///
 /// KEYS: 1 session hash, 2 sealed key. Returns the fields then the sealed value (nil where absent).
 const FIND: &str = r"
-local found = redis.call('HMGET', KEYS[1], 'id', 'secret_key_id', 'subject', 'issued_at', 'expires_at',
-  'ttl', 'metadata', 'state')
-found[9] = redis.call('GET', KEYS[2])
+local found = redis.call('HMGET', KEYS[1], unpack(ARGV))
+found[#ARGV + 1] = redis.call('GET', KEYS[2])
 return found
 ";
 
 /// Moves an active session's expiry.
 ///
-/// KEYS: as [`INSERT`]'s. ARGV: 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member, 6 expected id,
+/// KEYS: [`WriteKeys`]. ARGV ([`Extend`]): 1 now, 2 cutoff, 3 now ms, 4 retention ms, 5 member, 6 expected id,
 /// 7 expected secret_key_id, 8 expected subject (empty: none), 9 new expires_at, 10 new expires_at ms,
 /// 11 `1` when KEYS[6] is the id entry, 12 invalidation channel (empty: none).
 /// Publishes the member on the channel when it moved the expiry.
@@ -134,8 +131,8 @@ return {'active', ARGV[9]}
 
 /// Revokes sessions of one shard: one for a logout, a page of them for a bulk revocation.
 ///
-/// KEYS: 1 `all` index, then 4 per session: session hash, sealed key, `ref` index, `sub` index (or the
-/// `all` index again when there is no subject).
+/// KEYS ([`Revoke`]): 1 `all` index, then 4 per session: session hash, sealed key, `ref` index, `sub`
+/// index (or the `all` index again when there is no subject).
 /// ARGV: 1 now, 2 now ms, 3 retention ms, 4 invalidation channel (empty: none), then 4 per session:
 /// member, expected id, expected secret_key_id, expected subject (empty: none).
 /// Returns how many active sessions it revoked. A session that is not active (revoked, expired, gone)
@@ -176,16 +173,93 @@ end
 return revoked
 ";
 
-/// The session hash's fields, in the order [`FIND`] returns them.
-pub(crate) const FIELDS: [&str; 8] =
-    ["id", "secret_key_id", "subject", "issued_at", "expires_at", "ttl", "metadata", "state"];
+/// The keys every write of one session touches, in the `KEYS` order of [`INSERT`] and [`EXTEND`].
+pub(crate) struct WriteKeys {
+    pub(crate) session: String,
+    pub(crate) sealed: String,
+    pub(crate) all: String,
+    pub(crate) by_secret_ref: String,
+    /// The `sub` index, or the `all` index again when the session has no subject.
+    pub(crate) by_subject: String,
+    /// The id entry, or the session hash again when the id lives in another shard.
+    pub(crate) id_entry: String,
+    /// Whether `id_entry` is the id entry.
+    pub(crate) id_here: bool,
+}
+
+impl WriteKeys {
+    fn add_to(&self, invocation: &mut ScriptInvocation<'_>) {
+        for key in
+            [&self.session, &self.sealed, &self.all, &self.by_secret_ref, &self.by_subject, &self.id_entry]
+        {
+            invocation.key(key);
+        }
+    }
+
+    fn id_flag(&self) -> &'static str {
+        if self.id_here { "1" } else { "0" }
+    }
+}
+
+/// The arguments of [`INSERT`].
+pub(crate) struct Insert<'a> {
+    pub(crate) keys: &'a WriteKeys,
+    pub(crate) now: &'a Now,
+    pub(crate) member: &'a str,
+    pub(crate) sealed: &'a [u8],
+    pub(crate) expires_ms: u64,
+    pub(crate) has_subject: bool,
+    /// The session hash's fields, as name/value pairs.
+    pub(crate) fields: &'a [(&'static str, String)],
+}
+
+/// What a session must still be for a write to apply: the caller read it, then wrote by script, and the
+/// script refuses if the hash meanwhile holds another session under the same digest.
+pub(crate) struct Expected<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) secret_key_id: &'a str,
+    /// Empty: none.
+    pub(crate) subject: &'a str,
+}
+
+/// The arguments of [`EXTEND`].
+pub(crate) struct Extend<'a> {
+    pub(crate) keys: &'a WriteKeys,
+    pub(crate) now: &'a Now,
+    pub(crate) member: &'a str,
+    pub(crate) expected: Expected<'a>,
+    /// The new `expires_at` as 20-digit text, and in milliseconds.
+    pub(crate) expires_at: &'a str,
+    pub(crate) expires_ms: u64,
+    /// Empty: publish nothing.
+    pub(crate) invalidations: &'a str,
+}
+
+/// One session of a [`Revoke`].
+pub(crate) struct RevokeEntry<'a> {
+    pub(crate) session: String,
+    pub(crate) sealed: String,
+    pub(crate) by_secret_ref: String,
+    /// The `sub` index, or the `all` index again when the session has no subject.
+    pub(crate) by_subject: String,
+    pub(crate) member: String,
+    pub(crate) expected: Expected<'a>,
+}
+
+/// The arguments of [`REVOKE`]: sessions of one shard.
+pub(crate) struct Revoke<'a> {
+    pub(crate) all: &'a str,
+    pub(crate) now: &'a Now,
+    pub(crate) invalidations: &'a str,
+    pub(crate) entries: Vec<RevokeEntry<'a>>,
+}
 
 /// The scripts, hashed once (their SHA-1 is what `EVALSHA` sends; the text goes only after a `NOSCRIPT`).
 pub(crate) struct Scripts {
-    pub(crate) insert: Script,
-    pub(crate) find: Script,
-    pub(crate) extend: Script,
-    pub(crate) revoke: Script,
+    insert: Script,
+    find: Script,
+    extend: Script,
+    revoke: Script,
 }
 
 impl Scripts {
@@ -197,4 +271,76 @@ impl Scripts {
             revoke: Script::new(&format!("{PRELUDE}{REVOKE}")),
         }
     }
+
+    pub(crate) fn insert(&self, args: &Insert<'_>) -> ScriptInvocation<'_> {
+        let mut invocation = self.insert.prepare_invoke();
+        args.keys.add_to(&mut invocation);
+        invocation
+            .arg(&args.now.text)
+            .arg(&args.now.cutoff)
+            .arg(args.now.millis)
+            .arg(retention_millis())
+            .arg(args.member)
+            .arg(args.sealed)
+            .arg(args.expires_ms)
+            .arg(args.keys.id_flag())
+            .arg(if args.has_subject { "1" } else { "0" });
+        for (name, value) in args.fields {
+            invocation.arg(*name).arg(value);
+        }
+        invocation
+    }
+
+    /// Reads the session hash `session` (its [`FIELDS`]) and the sealed key `sealed`.
+    pub(crate) fn find(&self, session: &str, sealed: &str) -> ScriptInvocation<'_> {
+        let mut invocation = self.find.prepare_invoke();
+        invocation.key(session).key(sealed).arg(&FIELDS[..]);
+        invocation
+    }
+
+    pub(crate) fn extend(&self, args: &Extend<'_>) -> ScriptInvocation<'_> {
+        let mut invocation = self.extend.prepare_invoke();
+        args.keys.add_to(&mut invocation);
+        invocation
+            .arg(&args.now.text)
+            .arg(&args.now.cutoff)
+            .arg(args.now.millis)
+            .arg(retention_millis())
+            .arg(args.member)
+            .arg(args.expected.id)
+            .arg(args.expected.secret_key_id)
+            .arg(args.expected.subject)
+            .arg(args.expires_at)
+            .arg(args.expires_ms)
+            .arg(args.keys.id_flag())
+            .arg(args.invalidations);
+        invocation
+    }
+
+    pub(crate) fn revoke(&self, args: &Revoke<'_>) -> ScriptInvocation<'_> {
+        let mut invocation = self.revoke.prepare_invoke();
+        invocation
+            .key(args.all)
+            .arg(&args.now.text)
+            .arg(args.now.millis)
+            .arg(retention_millis())
+            .arg(args.invalidations);
+        for entry in &args.entries {
+            invocation
+                .key(&entry.session)
+                .key(&entry.sealed)
+                .key(&entry.by_secret_ref)
+                .key(&entry.by_subject)
+                .arg(&entry.member)
+                .arg(entry.expected.id)
+                .arg(entry.expected.secret_key_id)
+                .arg(entry.expected.subject);
+        }
+        invocation
+    }
+}
+
+/// The retention in milliseconds, as the scripts' expiries add it.
+pub(crate) fn retention_millis() -> u64 {
+    millis_ceil(duration_nanos(ENDED_SESSION_RETENTION))
 }
