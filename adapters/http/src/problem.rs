@@ -3,11 +3,16 @@
 //! Every error the service answers goes through [`ApiError`]: handlers return it, the JSON body extractor
 //! and the bearer extractors return it, and [`problem_from_poem_error`] turns the errors poem and
 //! poem-openapi raise themselves (a missing bearer header, an unknown route) into it too.
+//!
+//! Every application error becomes an [`ApiError`] here, by a `From` conversion, and only here: the one
+//! place that decides which code and status each failure gets, and what the client is told. A failure's
+//! cause (a dependency's own error text) is logged here, once, and never sent.
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
+use sidekey_application::{AdminError, CallerAuthError, CallerRejection, IssueError, VerifyError};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -183,6 +188,11 @@ impl ApiError {
         Self { code, detail: detail.into(), retry_after_seconds: None }
     }
 
+    /// `validation_failed` for a field that breaks a rule: the detail names the field, then the rule.
+    pub fn invalid(field: &str, rule: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::ValidationFailed, format!("{field}: {rule}"))
+    }
+
     /// The same error, telling the client to wait `seconds` before retrying.
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_seconds = Some(seconds);
@@ -236,6 +246,112 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// What the client is told when a dependency is down: only that it may retry.
+const RETRY_SHORTLY: &str = "retry shortly";
+
+impl From<VerifyError> for ApiError {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::Rejected(rejection) => Self::new(ErrorCode::InvalidToken, rejection.to_string()),
+            VerifyError::StoreUnavailable(cause) => {
+                tracing::warn!(%cause, "session store failed");
+                Self::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("the session store is unavailable; {RETRY_SHORTLY}"),
+                )
+            }
+            VerifyError::DirectoryUnavailable(cause) => {
+                tracing::warn!(%cause, "user directory failed");
+                Self::new(
+                    ErrorCode::DirectoryUnavailable,
+                    format!("the user directory is unavailable; {RETRY_SHORTLY}"),
+                )
+            }
+        }
+    }
+}
+
+impl From<IssueError> for ApiError {
+    fn from(error: IssueError) -> Self {
+        match error {
+            IssueError::InvalidTtl(error) => Self::new(ErrorCode::ValidationFailed, error.to_string()),
+            IssueError::UnknownSecret => {
+                Self::new(ErrorCode::UnknownSecretKeyId, "the secret source has no secret of that name")
+            }
+            IssueError::SecretSourceTimeout => {
+                Self::new(ErrorCode::SecretSourceTimeout, "the secret source did not answer in time")
+            }
+            IssueError::SecretSourceFailed(cause) => {
+                tracing::warn!(%cause, "secret source failed");
+                Self::new(ErrorCode::SecretSourceError, "the secret source failed")
+            }
+            IssueError::SecretSourceUnavailable(cause) => {
+                tracing::warn!(%cause, "secret source unavailable");
+                Self::new(
+                    ErrorCode::SecretSourceUnavailable,
+                    format!("the secret source is unavailable; {RETRY_SHORTLY}"),
+                )
+            }
+            IssueError::StoreUnavailable(cause) => {
+                tracing::warn!(%cause, "session store failed on issue");
+                Self::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("the session store is unavailable; {RETRY_SHORTLY}"),
+                )
+            }
+            IssueError::Entropy(error) => {
+                tracing::error!(%error, "no randomness for a token");
+                Self::new(ErrorCode::Internal, "an unexpected error occurred; it has been logged")
+            }
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::NotFound => Self::new(ErrorCode::NotFound, "no active session has that id"),
+            AdminError::StoreUnavailable(cause) => {
+                tracing::warn!(%cause, "session store failed on an admin operation");
+                Self::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("the session store is unavailable; {RETRY_SHORTLY}"),
+                )
+            }
+        }
+    }
+}
+
+/// The caller authenticator audits every refusal with its reason and cause; here the client learns
+/// only what it can act on.
+impl From<CallerAuthError> for ApiError {
+    fn from(error: CallerAuthError) -> Self {
+        match error {
+            CallerAuthError::Rejected(CallerRejection::Missing) => Self::new(
+                ErrorCode::MissingToken,
+                "creating a session needs the caller's credential: Authorization: Bearer <JWT or session token>",
+            ),
+            CallerAuthError::Rejected(rejection) => {
+                Self::new(ErrorCode::InvalidCaller, rejection.to_string())
+            }
+            CallerAuthError::UserNotFound => {
+                Self::new(ErrorCode::UserNotFound, "no user has the caller's email")
+            }
+            CallerAuthError::NoActiveSession => {
+                Self::new(ErrorCode::NoActiveSession, "the caller has no active sign-in session")
+            }
+            CallerAuthError::DirectoryUnavailable(_) => Self::new(
+                ErrorCode::DirectoryUnavailable,
+                format!("the user directory is unavailable; {RETRY_SHORTLY}"),
+            ),
+            CallerAuthError::ProviderUnavailable(_) => Self::new(
+                ErrorCode::IdentityProviderUnavailable,
+                format!("the identity provider's keys cannot be fetched; {RETRY_SHORTLY}"),
+            ),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::HttpState;
-use crate::api::auth::{PriorRefusal, verify_error};
+use crate::api::auth::PriorRefusal;
 use crate::rate_limit::FailureLimiter;
 
 /// The body type hyper sends: poem's, so its answers and the fast path's share one connection type.
@@ -211,7 +211,7 @@ impl ForwardAuth {
         let grant = match self.state.sessions.verify(token).await {
             Ok(grant) => grant,
             Err(error) => {
-                let refusal = PriorRefusal { token: token.to_owned(), error: verify_error(error) };
+                let refusal = PriorRefusal { token: token.to_owned(), error: error.into() };
                 request.extensions_mut().insert(refusal);
                 return Err(request);
             }

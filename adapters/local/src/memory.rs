@@ -21,9 +21,9 @@
 //!   hashes it by folding its bytes ([`IdKeyHasher`]) instead of running SipHash; an attacker cannot
 //!   choose the keys that are stored (only issued tokens are), so there is nothing to flood.
 //! - **An entry** is 32 bytes: issue and expiry times and the TTL as integers, and one shared
-//!   [`Profile`] (the `secret_key_id`, subject, metadata and real key); with its key, a table slot is
-//!   48 bytes. Sessions that share all
-//!   four share one profile: issuing the same key to many users' sessions stores the key once per
+//!   [`Profile`] (the `secret_key_id`, subject and real key, and the [`Terms`] of a session that has
+//!   metadata, a sign-in binding, a scope or limits); with its key, a table slot is 48 bytes. Plain
+//!   sessions that share all three share one profile: issuing the same key to many users' sessions stores the key once per
 //!   subject, not once per session. An ended session (a tombstone, kept so `find` can say how it
 //!   ended for [`ENDED_SESSION_RETENTION`] after its expiry) has no profile: the real key is dropped
 //!   the moment the session ends.
@@ -59,7 +59,8 @@ use sidekey_application::{
     Clock, ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
 };
 use sidekey_domain::{
-    Metadata, SecretRef, SecretValue, Session, SessionId, SessionParts, Subject, TokenDigest, TokenKeys,
+    CallerSession, Limits, Metadata, Scope, SecretRef, SecretValue, Session, SessionId, SessionParts,
+    Subject, TokenDigest, TokenKeys,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, oneshot};
@@ -126,8 +127,36 @@ type Profiles = HashMap<(SecretRef, Option<Subject>), Weak<Profile>>;
 struct Profile {
     secret_ref: SecretRef,
     subject: Option<Subject>,
-    metadata: Metadata,
     secret: Arc<SecretValue>,
+    /// What only some sessions have, boxed so that the many plain sessions that share a profile do not
+    /// pay for it: such a session gets a profile of its own.
+    terms: Option<Box<Terms>>,
+}
+
+/// A session's metadata, sign-in binding, scope and limits, when it has any.
+struct Terms {
+    metadata: Metadata,
+    caller_session: Option<CallerSession>,
+    scope: Scope,
+    limits: Limits,
+}
+
+impl Terms {
+    /// The session's terms, or `None` when it has none (it may then share a profile).
+    fn of(session: &Session) -> Option<Box<Self>> {
+        let plain = session.metadata().is_empty()
+            && session.caller_session().is_none()
+            && session.scope().is_unrestricted()
+            && session.limits().is_unlimited();
+        (!plain).then(|| {
+            Box::new(Self {
+                metadata: session.metadata().clone(),
+                caller_session: session.caller_session().cloned(),
+                scope: session.scope().clone(),
+                limits: *session.limits(),
+            })
+        })
+    }
 }
 
 /// One stored session but its id (the map key): 32 bytes. Times are nanoseconds since the Unix epoch
@@ -180,6 +209,7 @@ impl Entry {
     /// The session stored under `key`, if this entry is active.
     fn session(&self, key: &IdKey) -> Option<Session> {
         let profile = self.profile.as_ref()?;
+        let terms = profile.terms.as_deref();
         let parts = SessionParts {
             id: id_of(key),
             secret_ref: profile.secret_ref.clone(),
@@ -187,7 +217,10 @@ impl Entry {
             issued_at: time(self.issued_at),
             expires_at: time(self.expires_at),
             ttl: Duration::from_nanos(self.ttl_or_ending),
-            metadata: profile.metadata.clone(),
+            metadata: terms.map(|terms| terms.metadata.clone()).unwrap_or_default(),
+            caller_session: terms.and_then(|terms| terms.caller_session.clone()),
+            scope: terms.map(|terms| terms.scope.clone()).unwrap_or_default(),
+            limits: terms.map(|terms| terms.limits).unwrap_or_default(),
         };
         // Stored from a valid session with exact times, so it is valid again.
         Session::from_parts(parts).ok()
@@ -317,16 +350,18 @@ impl Shared {
     }
 
     /// The profile for `grant`: an existing one with the same key, subject and real key when there is
-    /// one (sessions with metadata get their own).
+    /// one (sessions with terms of their own, such as metadata or a scope, get their own).
     fn profile_for(&self, grant: Grant) -> Arc<Profile> {
         let Grant { session, secret } = grant;
+        let terms = Terms::of(&session);
+        let shareable = terms.is_none();
         let profile = |secret| Profile {
             secret_ref: session.secret_ref().clone(),
             subject: session.subject().cloned(),
-            metadata: session.metadata().clone(),
             secret,
+            terms,
         };
-        if !session.metadata().is_empty() {
+        if !shareable {
             return Arc::new(profile(secret));
         }
         let mut profiles = self.profiles.lock().unwrap_or_else(PoisonError::into_inner);

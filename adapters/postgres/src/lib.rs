@@ -56,6 +56,7 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
 };
 use sidekey_application::{DirectoryError, DirectorySession, DirectoryUser, UserDirectory};
+use sidekey_domain::CallerSession;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -427,14 +428,14 @@ fn instant_of(seconds: f64) -> SystemTime {
 
 /// A `session` row (`id`, `"userId"`, expiry in epoch seconds).
 fn session_of(row: &Row) -> Result<DirectorySession, DirectoryError> {
-    let read = || -> Result<DirectorySession, tokio_postgres::Error> {
-        Ok(DirectorySession {
-            id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
-            expires_at: instant_of(row.try_get(2)?),
-        })
+    let read = || -> Result<(String, String, f64), tokio_postgres::Error> {
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     };
-    read().map_err(|error| unexpected_row("session", &error))
+    let (id, user_id, expires_at) = read().map_err(|error| unexpected_row("session", &error))?;
+    let id = CallerSession::parse(&id).map_err(|error| {
+        DirectoryError::Unavailable(format!("unexpected session row from PostgreSQL: its id: {error}"))
+    })?;
+    Ok(DirectorySession { id, user_id, expires_at: instant_of(expires_at) })
 }
 
 fn unexpected_row(table: &str, error: &tokio_postgres::Error) -> DirectoryError {
@@ -487,9 +488,9 @@ impl UserDirectory for PostgresDirectory {
         rows.first().map(session_of).transpose()
     }
 
-    async fn session_is_active(&self, id: &str, now: SystemTime) -> Result<bool, DirectoryError> {
+    async fn session_is_active(&self, id: &CallerSession, now: SystemTime) -> Result<bool, DirectoryError> {
         let now = epoch_seconds(now);
-        let rows = self.query("session_is_active", SESSION_IS_ACTIVE, &[&id, &now], true).await?;
+        let rows = self.query("session_is_active", SESSION_IS_ACTIVE, &[&id.as_str(), &now], true).await?;
         Ok(!rows.is_empty())
     }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use sidekey_application::{DirectoryError, DirectorySession, DirectoryUser, UserDirectory};
+use sidekey_domain::CallerSession;
 use sidekey_postgres::{PostgresDirectory, PostgresDirectorySettings};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -218,7 +219,7 @@ const MICROSECOND: Duration = Duration::from_micros(1);
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn session(id: &str, user_id: &str, expires_at: SystemTime) -> DirectorySession {
-    DirectorySession { id: id.to_owned(), user_id: user_id.to_owned(), expires_at }
+    DirectorySession { id: sid(id), user_id: user_id.to_owned(), expires_at }
 }
 
 /// Awaits `call`, which must answer [`DirectoryError::Unavailable`] within [`UNAVAILABLE_WITHIN`], with a
@@ -253,7 +254,8 @@ async fn every_call_is_unavailable(label: &str, directory: &PostgresDirectory) {
     unavailable_in_time(&format!("{label} user_by_email"), directory.user_by_email("a@example.com")).await;
     unavailable_in_time(&format!("{label} active_session_of"), directory.active_session_of("u", now)).await;
     unavailable_in_time(&format!("{label} session_by_token"), directory.session_by_token("t", now)).await;
-    unavailable_in_time(&format!("{label} session_is_active"), directory.session_is_active("s", now)).await;
+    unavailable_in_time(&format!("{label} session_is_active"), directory.session_is_active(&sid("s"), now))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,21 +358,21 @@ async fn session_is_active_until_deleted_expired_or_its_user_deleted() {
             let directory = fx.directory();
 
             for id in ["s-a", "s-b", "s-c"] {
-                assert!(directory.session_is_active(id, now).await.unwrap(), "{id}");
+                assert!(directory.session_is_active(&sid(id), now).await.unwrap(), "{id}");
             }
             // Expiry, to the microsecond.
-            assert!(directory.session_is_active("s-a", now + HOUR - MICROSECOND).await.unwrap());
-            assert!(!directory.session_is_active("s-a", now + HOUR).await.unwrap());
-            assert!(!directory.session_is_active("s-a", now + 2 * HOUR).await.unwrap());
+            assert!(directory.session_is_active(&sid("s-a"), now + HOUR - MICROSECOND).await.unwrap());
+            assert!(!directory.session_is_active(&sid("s-a"), now + HOUR).await.unwrap());
+            assert!(!directory.session_is_active(&sid("s-a"), now + 2 * HOUR).await.unwrap());
             // Signed out: the row is deleted.
             fx.execute(&format!("DELETE FROM {} WHERE id = 's-b'", fx.table("session"))).await;
-            assert!(!directory.session_is_active("s-b", now).await.unwrap());
+            assert!(!directory.session_is_active(&sid("s-b"), now).await.unwrap());
             // The user deleted: its sessions go with it (ON DELETE CASCADE).
             fx.execute(&format!("DELETE FROM {} WHERE id = 'u2'", fx.table("user"))).await;
-            assert!(!directory.session_is_active("s-c", now).await.unwrap());
+            assert!(!directory.session_is_active(&sid("s-c"), now).await.unwrap());
             // Untouched.
-            assert!(directory.session_is_active("s-a", now).await.unwrap());
-            assert!(!directory.session_is_active("unknown", now).await.unwrap());
+            assert!(directory.session_is_active(&sid("s-a"), now).await.unwrap());
+            assert!(!directory.session_is_active(&sid("unknown"), now).await.unwrap());
         })
         .await;
     }
@@ -392,8 +394,8 @@ async fn expiries_read_the_same_whatever_the_connections_time_zone() {
             let expected = session("s1", "u1", now + HOUR);
             assert_eq!(directory.session_by_token("t1", now).await.unwrap(), Some(expected.clone()));
             assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(expected));
-            assert!(directory.session_is_active("s1", now + HOUR - MICROSECOND).await.unwrap());
-            assert!(!directory.session_is_active("s1", now + HOUR).await.unwrap());
+            assert!(directory.session_is_active(&sid("s1"), now + HOUR - MICROSECOND).await.unwrap());
+            assert!(!directory.session_is_active(&sid("s1"), now + HOUR).await.unwrap());
         })
         .await;
     }
@@ -450,7 +452,7 @@ async fn a_query_stuck_behind_a_lock_times_out_and_the_next_call_recovers() {
         fx.user("u1", "one@example.com").await;
         fx.session("s1", "u1", "t1", now + HOUR).await;
         let directory = fx.directory();
-        assert!(directory.session_is_active("s1", now).await.unwrap(), "warm: a pooled connection");
+        assert!(directory.session_is_active(&sid("s1"), now).await.unwrap(), "warm: a pooled connection");
 
         // Another client locks the table: the directory's query waits for the lock.
         let locker = connect(&fx.url).await.expect("a second admin connection");
@@ -458,12 +460,12 @@ async fn a_query_stuck_behind_a_lock_times_out_and_the_next_call_recovers() {
             .batch_execute(&format!("BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", fx.table("session")))
             .await
             .expect("lock the session table");
-        let cause = unavailable_in_time("locked", directory.session_is_active("s1", now)).await;
+        let cause = unavailable_in_time("locked", directory.session_is_active(&sid("s1"), now)).await;
         assert!(cause.contains("did not answer"), "{cause}");
 
         locker.batch_execute("ROLLBACK").await.expect("release the lock");
         let started = Instant::now();
-        assert!(directory.session_is_active("s1", now).await.unwrap(), "answers again once unlocked");
+        assert!(directory.session_is_active(&sid("s1"), now).await.unwrap(), "answers again once unlocked");
         eprintln!("locked: answered again {:?} after the lock was released", started.elapsed());
     })
     .await;
@@ -483,8 +485,9 @@ async fn recovers_when_its_connections_are_terminated() {
         let directory = PostgresDirectory::new(settings).expect("valid settings");
 
         // Several pooled connections: concurrent calls open one each.
+        let s1 = sid("s1");
         let warm =
-            futures_util::future::join_all((0..4).map(|_| directory.session_is_active("s1", now))).await;
+            futures_util::future::join_all((0..4).map(|_| directory.session_is_active(&s1, now))).await;
         assert!(warm.into_iter().all(|active| active.unwrap()));
         let count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1";
         let before: i64 = fx.admin.query_one(count, &[&application]).await.unwrap().get(0);
@@ -498,7 +501,7 @@ async fn recovers_when_its_connections_are_terminated() {
             // The very next calls succeed: the dead connections are discarded, not handed out.
             for call in 0..6 {
                 let started = Instant::now();
-                let active = directory.session_is_active("s1", now).await;
+                let active = directory.session_is_active(&sid("s1"), now).await;
                 assert_eq!(active, Ok(true), "round {round}, call {call} after terminating {killed}");
                 if call == 0 {
                     eprintln!("terminated {killed}: next call answered in {:?}", started.elapsed());
@@ -542,14 +545,14 @@ async fn starts_while_the_database_is_down_and_recovers_after_a_restart() {
     drop(admin);
 
     directory.ping().await.expect("answers once the server is up");
-    assert!(directory.session_is_active("s1", now).await.unwrap());
+    assert!(directory.session_is_active(&sid("s1"), now).await.unwrap());
 
     for round in 1..=2 {
         server.stop();
         every_call_is_unavailable(&format!("stopped ({round})"), &directory).await;
         server.start().unwrap_or_else(|error| panic!("restart ({round}): {error}"));
         let started = Instant::now();
-        let active = directory.session_is_active("s1", now).await;
+        let active = directory.session_is_active(&sid("s1"), now).await;
         assert_eq!(
             active,
             Ok(true),
@@ -563,4 +566,9 @@ async fn starts_while_the_database_is_down_and_recovers_after_a_restart() {
         );
         directory.ping().await.expect("ping after the restart");
     }
+}
+
+/// A sign-in session id as the directory port takes it.
+fn sid(text: &str) -> CallerSession {
+    CallerSession::parse(text).unwrap()
 }

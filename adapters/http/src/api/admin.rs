@@ -97,7 +97,7 @@ impl AdminApi {
             subject: subject.0.as_deref().map(parse_subject).transpose()?,
         };
         let limit = limit.0.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT) as usize;
-        let sessions = state.sessions.list(&filter, limit).await.map_err(admin_error)?;
+        let sessions = state.sessions.list(&filter, limit).await.map_err(ApiError::from)?;
         let now = state.sessions.now();
         let sessions = sessions.iter().map(|session| SessionView::new(session, now)).collect();
         Ok(ListResponse::Ok(Json(SessionList { sessions })))
@@ -113,8 +113,8 @@ impl AdminApi {
         session_id: Path<String>,
     ) -> Result<DeleteResponse, ApiFailure> {
         // Text that is not a UUID names no session: that is a 404, not a malformed request.
-        let id = SessionId::parse(&session_id.0).map_err(|_| admin_error(AdminError::NotFound))?;
-        state.sessions.revoke_by_id(id).await.map_err(admin_error)?;
+        let id = SessionId::parse(&session_id.0).map_err(|_| ApiError::from(AdminError::NotFound))?;
+        state.sessions.revoke_by_id(id).await.map_err(ApiError::from)?;
         Ok(DeleteResponse::Revoked)
     }
 
@@ -140,27 +140,15 @@ impl AdminApi {
                 .into());
             }
         };
-        let revoked = state.sessions.revoke_matching(&target).await.map_err(admin_error)?;
+        let revoked = state.sessions.revoke_matching(&target).await.map_err(ApiError::from)?;
         Ok(RevocationResponse::Ok(Json(RevocationResult { revoked })))
     }
 }
 
 fn parse_secret_ref(text: &str) -> Result<SecretRef, ApiError> {
-    SecretRef::parse(text)
-        .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("secret_key_id: {error}")))
+    SecretRef::parse(text).map_err(|error| ApiError::invalid("secret_key_id", error))
 }
 
 fn parse_subject(text: &str) -> Result<Subject, ApiError> {
-    Subject::parse(text)
-        .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("subject: {error}")))
-}
-
-fn admin_error(error: AdminError) -> ApiError {
-    match error {
-        AdminError::NotFound => ApiError::new(ErrorCode::NotFound, "no active session has that id"),
-        AdminError::StoreUnavailable(cause) => {
-            tracing::warn!(%cause, "session store failed on an admin operation");
-            ApiError::new(ErrorCode::StoreUnavailable, "the session store is unavailable; retry shortly")
-        }
-    }
+    Subject::parse(text).map_err(|error| ApiError::invalid("subject", error))
 }

@@ -11,7 +11,7 @@ use poem::web::headers::{Authorization, HeaderMapExt, authorization::Bearer as B
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 use sha2::{Digest, Sha256};
-use sidekey_application::{Grant, VerifyError};
+use sidekey_application::Grant;
 use subtle::ConstantTimeEq;
 
 use crate::HttpState;
@@ -69,21 +69,7 @@ pub async fn authenticate(request: &Request) -> Result<Grant, ApiError> {
 }
 
 async fn verify_token(state: &HttpState, token: &str) -> Result<Grant, ApiError> {
-    state.sessions.verify(token).await.map_err(verify_error)
-}
-
-/// The answer to a refused or failed verification.
-pub(crate) fn verify_error(error: VerifyError) -> ApiError {
-    match error {
-        VerifyError::Rejected(rejection) => ApiError::new(ErrorCode::InvalidToken, rejection.to_string()),
-        // The cause was logged by the use case; the client learns only that it may retry.
-        VerifyError::StoreUnavailable(_) => {
-            ApiError::new(ErrorCode::StoreUnavailable, "the session store is unavailable; retry shortly")
-        }
-        VerifyError::DirectoryUnavailable(_) => {
-            ApiError::new(ErrorCode::DirectoryUnavailable, "the user directory is unavailable; retry shortly")
-        }
-    }
+    Ok(state.sessions.verify(token).await?)
 }
 
 /// The admin API's credential, kept as a SHA-256 digest so comparisons take constant time whatever the

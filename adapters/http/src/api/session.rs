@@ -8,17 +8,14 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
-use sidekey_application::{
-    AuthenticatedCaller, CallerAuthError, CallerAuthenticator, CallerCredential, CallerRejection, IssueError,
-    IssueRequest, RESERVED_METADATA_PREFIX,
-};
+use sidekey_application::{AuthenticatedCaller, CallerAuthenticator, CallerCredential, IssueRequest};
 use sidekey_domain::{Metadata, SecretRef, Session};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::auth::{PresentedToken, VerifiedSession, verify_error};
+use super::auth::{PresentedToken, VerifiedSession};
 use super::json_body::JsonBody;
-use crate::problem::{ApiError, ApiFailure, ErrorCode, TokenFailure};
+use crate::problem::{ApiError, ApiFailure, TokenFailure};
 use crate::{ApiTags, HttpState};
 
 /// Asks for a session token standing in for the real key named `secret_key_id`.
@@ -148,30 +145,21 @@ impl SessionApi {
         body: JsonBody<IssueSessionRequest>,
     ) -> Result<IssueResponse, ApiFailure> {
         let JsonBody(body) = body;
-        if let Some(metadata) = &body.metadata
-            && let Some(reserved) = metadata.keys().find(|key| key.starts_with(RESERVED_METADATA_PREFIX))
-        {
-            return Err(ApiError::new(
-                ErrorCode::ValidationFailed,
-                format!("metadata: the key {reserved:?} is reserved (prefix {RESERVED_METADATA_PREFIX:?})"),
-            )
-            .into());
-        }
         let caller = match &state.callers {
             None => None,
             Some(callers) => Some(authenticate_caller(callers, request).await?),
         };
         let secret_ref = SecretRef::parse(&body.secret_key_id)
-            .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("secret_key_id: {error}")))?;
+            .map_err(|error| ApiError::invalid("secret_key_id", error))?;
         let metadata = Metadata::new(body.metadata.unwrap_or_default())
-            .map_err(|error| ApiError::new(ErrorCode::ValidationFailed, format!("metadata: {error}")))?;
+            .map_err(|error| ApiError::invalid("metadata", error))?;
         let (subject, caller_session) = match caller {
             Some(caller) => (Some(caller.subject), caller.bound_to.map(|session| session.id)),
             None => (None, None),
         };
         let request =
             IssueRequest { secret_ref, ttl_seconds: body.ttl_seconds, metadata, subject, caller_session };
-        let issued = state.sessions.issue(request).await.map_err(issue_error)?;
+        let issued = state.sessions.issue(request).await.map_err(ApiError::from)?;
         let session = &issued.session;
         let body = IssuedSession {
             session_id: session.id().as_uuid(),
@@ -208,7 +196,7 @@ impl SessionApi {
         state: Data<&Arc<HttpState>>,
         auth: PresentedToken,
     ) -> Result<SessionResponse, TokenFailure> {
-        let session = state.sessions.refresh(&auth.0.token).await.map_err(verify_error)?;
+        let session = state.sessions.refresh(&auth.0.token).await.map_err(ApiError::from)?;
         Ok(SessionResponse::Ok(Json(SessionView::new(&session, state.sessions.now()))))
     }
 
@@ -221,7 +209,7 @@ impl SessionApi {
         state: Data<&Arc<HttpState>>,
         auth: PresentedToken,
     ) -> Result<RevokeResponse, TokenFailure> {
-        state.sessions.revoke(&auth.0.token).await.map_err(verify_error)?;
+        state.sessions.revoke(&auth.0.token).await.map_err(ApiError::from)?;
         Ok(RevokeResponse::Revoked)
     }
 
@@ -253,29 +241,7 @@ async fn authenticate_caller(
 ) -> Result<AuthenticatedCaller, ApiError> {
     let credential = caller_credential(request);
     let client = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
-    callers.authenticate(credential.as_ref(), client).await.map_err(|error| match error {
-        CallerAuthError::Rejected(CallerRejection::Missing) => ApiError::new(
-            ErrorCode::MissingToken,
-            "creating a session needs the caller's credential: Authorization: Bearer <JWT or session token>",
-        ),
-        CallerAuthError::Rejected(rejection) => {
-            ApiError::new(ErrorCode::InvalidCaller, rejection.to_string())
-        }
-        CallerAuthError::UserNotFound => {
-            ApiError::new(ErrorCode::UserNotFound, "no user has the caller's email")
-        }
-        CallerAuthError::NoActiveSession => {
-            ApiError::new(ErrorCode::NoActiveSession, "the caller has no active sign-in session")
-        }
-        // The causes were logged by the use case; the client learns only that it may retry.
-        CallerAuthError::DirectoryUnavailable(_) => {
-            ApiError::new(ErrorCode::DirectoryUnavailable, "the user directory is unavailable; retry shortly")
-        }
-        CallerAuthError::ProviderUnavailable(_) => ApiError::new(
-            ErrorCode::IdentityProviderUnavailable,
-            "the identity provider's keys cannot be fetched; retry shortly",
-        ),
-    })
+    Ok(callers.authenticate(credential.as_ref(), client).await?)
 }
 
 fn caller_credential(request: &poem::Request) -> Option<CallerCredential> {
@@ -298,38 +264,4 @@ fn caller_credential(request: &poem::Request) -> Option<CallerCredential> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == BETTER_AUTH_COOKIE || *name == BETTER_AUTH_SECURE_COOKIE)
         .map(|(_, value)| CallerCredential::SessionCookie(value.to_owned()))
-}
-
-fn issue_error(error: IssueError) -> ApiError {
-    match error {
-        IssueError::InvalidTtl(error) => ApiError::new(ErrorCode::ValidationFailed, error.to_string()),
-        IssueError::Metadata(error) => {
-            ApiError::new(ErrorCode::ValidationFailed, format!("metadata: {error}"))
-        }
-        IssueError::UnknownSecret => {
-            ApiError::new(ErrorCode::UnknownSecretKeyId, "the secret source has no secret of that name")
-        }
-        IssueError::SecretSourceTimeout => {
-            ApiError::new(ErrorCode::SecretSourceTimeout, "the secret source did not answer in time")
-        }
-        IssueError::SecretSourceFailed(cause) => {
-            tracing::warn!(%cause, "secret source failed");
-            ApiError::new(ErrorCode::SecretSourceError, "the secret source failed")
-        }
-        IssueError::SecretSourceUnavailable(cause) => {
-            tracing::warn!(%cause, "secret source unavailable");
-            ApiError::new(
-                ErrorCode::SecretSourceUnavailable,
-                "the secret source is unavailable; retry shortly",
-            )
-        }
-        IssueError::StoreUnavailable(cause) => {
-            tracing::warn!(%cause, "session store failed on issue");
-            ApiError::new(ErrorCode::StoreUnavailable, "the session store is unavailable; retry shortly")
-        }
-        IssueError::Entropy(error) => {
-            tracing::error!(%error, "no randomness for a token");
-            ApiError::new(ErrorCode::Internal, "an unexpected error occurred; it has been logged")
-        }
-    }
 }
