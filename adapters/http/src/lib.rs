@@ -13,6 +13,8 @@
 //! - [`proxy`]: `ANY /v1/proxy/{upstream}/…` and `ANY /v1/chatkit/…` (outside the OpenAPI document: any
 //!   method, any body) and their transport: validated upstreams, header rules, streamed bodies, the
 //!   pooled client.
+//! - [`forward_auth`]: the headers of a valid `GET /v1/auth/verify` and the finishing step of every
+//!   answer, shared by the route and the server's fast path.
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
 //! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
 //! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
@@ -21,6 +23,7 @@
 
 pub mod api;
 pub mod cors;
+pub mod forward_auth;
 pub mod middleware;
 pub mod problem;
 pub mod proxy;

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::http::{HeaderValue, StatusCode, header};
+use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 
 use crate::HttpState;
+use crate::forward_auth::{finish, latency_histogram};
 use crate::problem::{ApiError, ErrorCode, problem_from_poem_error};
 use crate::rate_limit::FailureLimiter;
 
@@ -57,17 +58,9 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
         response = rate_limited(wait);
     }
 
-    if under_api {
-        // Answers about tokens must never be stored by a browser or a shared cache (RFC 9111 §5.2.2.5).
-        response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    }
     let operation = response.data::<OperationId>().map_or("unrouted", |operation| operation.0);
-    metrics::histogram!(
-        "sidekey_http_request_duration_seconds",
-        "operation" => operation,
-        "status" => status_label(response.status()),
-    )
-    .record(started.elapsed().as_secs_f64());
+    let latency = latency_histogram(operation, status_label(response.status()));
+    finish(response.headers_mut(), under_api, &latency, started);
     Ok(response)
 }
 

@@ -27,15 +27,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::endpoint::BoxEndpoint;
-use poem::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use poem::http::{HeaderMap, Method, header};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Response};
-use sidekey_application::Grant;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::HttpState;
 use crate::api::auth::PriorRefusal;
+use crate::forward_auth::{VerifiedHeaders, finish, latency_histogram};
 use crate::rate_limit::FailureLimiter;
 
 /// The body type hyper sends: poem's, so its answers and the fast path's share one connection type.
@@ -216,17 +216,13 @@ impl ForwardAuth {
                 return Err(request);
             }
         };
+        let mut response = Response::default();
         // A subject that cannot be a header value is left to the route, which decides what to do.
-        let Some(response) = valid_response(&grant) else { return Err(request) };
-        self.latency
-            .get_or_init(|| {
-                metrics::histogram!(
-                    "sidekey_http_request_duration_seconds",
-                    "operation" => "verify_token",
-                    "status" => "200",
-                )
-            })
-            .record(started.elapsed().as_secs_f64());
+        if VerifiedHeaders::of(&grant).write_into(response.headers_mut()).is_none() {
+            return Err(request);
+        }
+        let latency = self.latency.get_or_init(|| latency_histogram("verify_token", "200"));
+        finish(response.headers_mut(), true, latency, started);
         Ok(response)
     }
 }
@@ -241,104 +237,41 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     value.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-/// The route's 200: the session's headers, and no caching.
-fn valid_response(grant: &Grant) -> Option<Response> {
-    static SESSION_ID: HeaderName = HeaderName::from_static("x-sidekey-session-id");
-    static SECRET_KEY_ID: HeaderName = HeaderName::from_static("x-sidekey-secret-key-id");
-    static SUBJECT: HeaderName = HeaderName::from_static("x-sidekey-subject");
-
-    let session = &grant.session;
-    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
-    let id = session.id().as_uuid().hyphenated().encode_lower(&mut id);
-    let mut response = Response::builder()
-        .header(SESSION_ID.clone(), HeaderValue::from_str(id).ok()?)
-        .header(SECRET_KEY_ID.clone(), HeaderValue::from_str(session.secret_ref().as_str()).ok()?)
-        .header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
-        .finish();
-    if let Some(subject) = session.subject() {
-        response.headers_mut().insert(SUBJECT.clone(), HeaderValue::from_str(subject.as_str()).ok()?);
-    }
-    Some(response)
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::num::NonZeroU32;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::SystemTime;
 
-    use async_trait::async_trait;
     use poem::http::{Request, StatusCode};
-    use sidekey_application::{
-        Clock, Lookup, RevocationTarget, SessionFilter, SessionService, SessionStore, StoreError,
-    };
+    use sidekey_application::ports::MockSessionStore;
+    use sidekey_application::{Clock, Grant, Lookup, SessionService};
     use sidekey_domain::{
-        Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token, TokenDigest,
-        TokenKeys,
+        Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token,
     };
+    use sidekey_local::{EnvSecretSource, SystemClock};
 
     use super::*;
     use crate::cors::CorsSettings;
     use crate::problem::ErrorCode;
     use crate::rate_limit::FailureQuota;
-    use sidekey_local::{EnvSecretSource, InMemorySessionStore, SystemClock};
-
-    /// The memory store, counting lookups: the fast path must ask once per request at most.
-    struct CountingStore {
-        inner: InMemorySessionStore,
-        finds: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl SessionStore for CountingStore {
-        async fn insert(&self, keys: &TokenKeys, grant: Grant) -> Result<(), StoreError> {
-            self.inner.insert(keys, grant).await
-        }
-        async fn find(&self, keys: &TokenKeys) -> Result<Lookup, StoreError> {
-            self.finds.fetch_add(1, Ordering::SeqCst);
-            self.inner.find(keys).await
-        }
-        async fn extend(&self, keys: &TokenKeys, expires_at: SystemTime) -> Result<Lookup, StoreError> {
-            self.inner.extend(keys, expires_at).await
-        }
-        async fn revoke(&self, digest: &TokenDigest) -> Result<bool, StoreError> {
-            self.inner.revoke(digest).await
-        }
-        async fn revoke_by_id(&self, id: SessionId) -> Result<bool, StoreError> {
-            self.inner.revoke_by_id(id).await
-        }
-        async fn revoke_matching(&self, target: &RevocationTarget) -> Result<u64, StoreError> {
-            self.inner.revoke_matching(target).await
-        }
-        async fn list(&self, filter: &SessionFilter, limit: usize) -> Result<Vec<Session>, StoreError> {
-            self.inner.list(filter, limit).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.inner.ping().await
-        }
-    }
 
     struct Fixture {
         forward_auth: ForwardAuth,
-        store: Arc<CountingStore>,
         token: Token,
         session: Session,
     }
 
     const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 40000);
 
-    /// A service over the counting store holding one session (with a subject), and the fast path over it.
-    async fn fixture(limiter: Option<Arc<FailureLimiter>>) -> Fixture {
+    /// The fast path over a store holding one session (with a subject), which must be asked exactly
+    /// `finds` times (the mock checks it when the fixture is dropped).
+    fn fixture(limiter: Option<Arc<FailureLimiter>>, finds: usize) -> Fixture {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = Arc::new(CountingStore {
-            inner: InMemorySessionStore::new(clock.clone()),
-            finds: AtomicUsize::new(0),
-        });
         let policy = SessionPolicy::default();
         let token = Token::generate().unwrap();
+        let digest = token.digest();
         let session = Session::issue(
-            SessionId::of_token(&token.digest()),
+            SessionId::of_token(&digest),
             SecretRef::parse("openai-prod").unwrap(),
             Some(Subject::parse("user_42").unwrap()),
             Metadata::default(),
@@ -346,8 +279,13 @@ mod tests {
             clock.now(),
         );
         let secret = Arc::new(SecretValue::new("sk-real-key-never-sent".to_owned()).unwrap());
-        store.insert(&token.keys(), Grant { session: session.clone(), secret }).await.unwrap();
-        let sessions = Arc::new(SessionService::new(store.clone(), Arc::new(EnvSecretSource), clock, policy));
+        let grant = Grant { session: session.clone(), secret };
+        let mut store = MockSessionStore::new();
+        store.expect_find().times(finds).returning(move |keys| {
+            Ok(if *keys.digest() == digest { Lookup::Active(grant.clone()) } else { Lookup::Missing })
+        });
+        let sessions =
+            Arc::new(SessionService::new(Arc::new(store), Arc::new(EnvSecretSource), clock, policy));
         let state = Arc::new(HttpState {
             sessions,
             admin: None,
@@ -356,12 +294,7 @@ mod tests {
             cors: CorsSettings::default(),
             callers: None,
         });
-        Fixture {
-            forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() },
-            store,
-            token,
-            session,
-        }
+        Fixture { forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() }, token, session }
     }
 
     fn verify_request(authorization: &str) -> Request<()> {
@@ -372,15 +305,11 @@ mod tests {
         fn bearer(&self) -> String {
             format!("Bearer {}", self.token.expose())
         }
-
-        fn finds(&self) -> usize {
-            self.store.finds.load(Ordering::SeqCst)
-        }
     }
 
     #[tokio::test]
     async fn a_valid_token_is_answered_with_the_routes_headers_after_one_lookup() {
-        let fixture = fixture(None).await;
+        let fixture = fixture(None, 1);
         let Ok(response) = fixture.forward_auth.answer(verify_request(&fixture.bearer()), PEER).await else {
             panic!("a valid token must be answered by the fast path");
         };
@@ -392,12 +321,11 @@ mod tests {
         assert_eq!(header("x-sidekey-subject").as_deref(), Some("user_42"));
         assert_eq!(header("cache-control").as_deref(), Some("no-store"));
         assert_eq!(response.headers().len(), 4, "nothing else, the real key least of all: {response:?}");
-        assert_eq!(fixture.finds(), 1);
     }
 
     #[tokio::test]
     async fn a_refused_token_goes_to_the_route_with_its_refusal_so_the_store_is_asked_once() {
-        let fixture = fixture(None).await;
+        let fixture = fixture(None, 1);
         let unknown = Token::generate().unwrap();
         let presented = format!("Bearer {}", unknown.expose());
         let Err(request) = fixture.forward_auth.answer(verify_request(&presented), PEER).await else {
@@ -407,12 +335,12 @@ mod tests {
             request.extensions().get::<PriorRefusal>().expect("the refusal travels with the request");
         assert_eq!(refusal.token, unknown.expose());
         assert_eq!(refusal.error.code(), ErrorCode::InvalidToken);
-        assert_eq!(fixture.finds(), 1);
     }
 
     #[tokio::test]
     async fn requests_the_fast_path_cannot_answer_exactly_as_the_route_are_passed_on_unverified() {
-        let fixture = fixture(None).await;
+        // None of them may be verified by the fast path: the store is never asked.
+        let fixture = fixture(None, 0);
         let bearer = fixture.bearer();
         let lowercase_scheme = format!("bearer {}", fixture.token.expose());
         let passed_on: Vec<(&str, Request<()>)> = vec![
@@ -451,20 +379,19 @@ mod tests {
             };
             assert!(request.extensions().get::<PriorRefusal>().is_none(), "{case}: nothing was refused");
         }
-        assert_eq!(fixture.finds(), 0, "none of them may be verified by the fast path");
     }
 
     #[tokio::test]
     async fn a_client_over_its_quota_is_left_to_the_route_even_with_a_valid_token() {
         let one = NonZeroU32::new(1).unwrap();
         let limiter = Arc::new(FailureLimiter::new(FailureQuota { per_second: one, burst: one }, None));
-        let fixture = fixture(Some(limiter.clone())).await;
+        // Asked once: for the client that is not blocked.
+        let fixture = fixture(Some(limiter.clone()), 1);
         let client = limiter.client_from(&HeaderMap::new(), Some(PEER.ip())).unwrap();
         while limiter.record_failure(client).is_none() {}
 
         let blocked = fixture.forward_auth.answer(verify_request(&fixture.bearer()), PEER).await;
         assert!(blocked.is_err(), "the route answers a blocked client (429)");
-        assert_eq!(fixture.finds(), 0);
 
         let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 40000);
         let other = fixture.forward_auth.answer(verify_request(&fixture.bearer()), elsewhere).await;

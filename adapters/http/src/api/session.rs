@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::auth::{PresentedToken, VerifiedSession};
 use super::json_body::JsonBody;
+use crate::forward_auth::VerifiedHeaders;
 use crate::problem::{ApiError, ApiFailure, TokenFailure};
 use crate::{ApiTags, HttpState};
 
@@ -219,12 +220,9 @@ impl SessionApi {
     /// or 401. No body.
     #[oai(path = "/v1/auth/verify", method = "get", operation_id = "verify_token")]
     async fn verify(&self, auth: VerifiedSession) -> Result<VerifyResponse, TokenFailure> {
-        let session = &auth.0.session;
-        Ok(VerifyResponse::Valid(
-            session.id().to_string(),
-            session.secret_ref().to_string(),
-            session.subject().map(ToString::to_string),
-        ))
+        // Every field by name: a header added to `VerifiedHeaders` must be added here too.
+        let VerifiedHeaders { session_id, secret_key_id, subject } = VerifiedHeaders::of(&auth.0);
+        Ok(VerifyResponse::Valid(session_id, secret_key_id, subject))
     }
 }
 

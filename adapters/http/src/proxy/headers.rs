@@ -15,11 +15,8 @@ use hyper::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use zeroize::Zeroize;
 
 use super::upstream::{Credential, Upstream};
+use crate::forward_auth::{SESSION_ID, SUBJECT};
 
-/// `X-Sidekey-Session-Id`: the session that made the request.
-pub const SESSION_ID_HEADER: HeaderName = HeaderName::from_static("x-sidekey-session-id");
-/// `X-Sidekey-Subject`: the authenticated user, when the session has one.
-pub const SUBJECT_HEADER: HeaderName = HeaderName::from_static("x-sidekey-subject");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -162,10 +159,10 @@ pub fn request_headers(
     headers.insert(X_FORWARDED_PROTO, proto);
 
     if let Ok(value) = HeaderValue::from_str(&context.session_id) {
-        headers.insert(SESSION_ID_HEADER, value);
+        headers.insert(SESSION_ID, value);
     }
     if let Some(value) = context.subject.and_then(|subject| HeaderValue::from_str(subject).ok()) {
-        headers.insert(SUBJECT_HEADER, value);
+        headers.insert(SUBJECT, value);
     }
 
     if let Credential::Header { name, prefix } = &upstream.credential {
