@@ -14,325 +14,238 @@ pub mod telemetry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sidekey_application::{
-    CallerAuthenticator, CascadeCheck, EventBus, SecretSource, SessionService, SessionStore, UserDirectory,
-};
-use sidekey_bridge::{
-    AnnouncementReason, Bridge, BridgeSecret, BridgeSettings, BusSourceSettings, EventBusSecretSource,
-    announce, spawn_rotation_listener,
+    CallerAuthenticator, CascadeCheck, Clock, SecretSource, SessionService, SessionStore,
 };
 use sidekey_domain::SecretRef;
-use sidekey_http::{self as http, AdminCredential, CorsSettings, HttpApp, HttpState, MetricsRenderer, Proxy};
-use sidekey_jwt::{BetterAuthSessionVerifier, CallerVerifiers, JwtSettings, JwtVerifier};
-use sidekey_local::{
-    EnvSecretSource, FileSecretSource, InMemorySessionStore, SystemClock, TomlFileSecretSource,
-};
-use sidekey_postgres::{PostgresDirectory, PostgresDirectorySettings};
-use sidekey_redis::{LocalCacheSettings, RedisBus, RedisBusSettings, RedisSessionStore, RedisStoreSettings};
+use sidekey_http::{self as http, AdminCredential, HttpApp, HttpState, MetricsRenderer, Proxy};
+use sidekey_local::{InMemorySessionStore, SystemClock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
+use config::{AuthMode, SecretsSource, StoreUrl};
 
-/// Builds the HTTP application a configuration describes. Must run inside a Tokio runtime (the memory
-/// store starts its purge task).
-///
-/// The URL a store was given is never logged: it may hold a Redis password.
+/// Builds the HTTP application a configuration describes, on the system clock. Must run inside a Tokio
+/// runtime (the memory store starts its purge task).
 ///
 /// # Errors
 /// When the configuration asks for something contradictory or not available in this build.
 pub async fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<HttpApp> {
+    build_on(config, metrics, Arc::new(SystemClock)).await
+}
+
+/// [`build`], with time from `clock`: tests pass a clock they move themselves.
+///
+/// The URL a store was given is never logged: it may hold a Redis password.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_on(
+    config: &Config,
+    metrics: Option<MetricsRenderer>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<HttpApp> {
     let policy = config.session_policy()?;
-    let clock = Arc::new(SystemClock);
     let store = session_store(config, clock.clone()).await?;
-    let (secrets, bus) = secret_source(config, clock.clone()).await?;
-    let (callers, directory) = caller_authentication(config, clock.clone())?;
+    let secrets = secret_source(config, clock.clone()).await?;
     let proxy = if config.upstreams.is_empty() {
         None
     } else {
-        let settings: Vec<_> = config.upstreams.iter().map(config::UpstreamConfig::settings).collect();
-        Some(Proxy::new(&settings).context("invalid [[upstreams]]")?)
+        Some(Proxy::new(&config.upstreams).context("invalid [[upstreams]]")?)
     };
-    let cors =
-        CorsSettings::new(&config.cors.allowed_origins, Duration::from_secs(config.cors.max_age_seconds))
-            .context("invalid [cors]")?;
-    let mut service = SessionService::new(store, secrets, clock.clone(), policy);
-    if let Some(directory) = directory {
-        let recheck_after = Duration::from_secs(config.directory.cascade_check_seconds);
-        service = service.with_cascade(Arc::new(CascadeCheck::new(directory, recheck_after)));
+    let cors = config.cors.settings().context("invalid [cors]")?;
+    let mut service = SessionService::new(store, secrets.source.clone(), clock.clone(), policy);
+    let callers = caller_authentication(config, clock.clone())?;
+    if let Some(callers) = &callers
+        && let Some(cascade) = &callers.cascade
+    {
+        service = service.with_cascade(cascade.clone());
     }
     let sessions = Arc::new(service);
-    if let Some((bus, secret)) = bus {
-        listen_for_rotations(bus, secret, clock, &sessions);
-    }
+    secrets.listen_for_rotations(clock, &sessions);
     let state = Arc::new(HttpState {
         sessions,
         admin: config.admin.token.as_ref().map(|token| AdminCredential::new(token.expose())),
         metrics,
         proxy,
         cors,
-        callers,
+        callers: callers.map(|callers| callers.authenticator),
     });
-    Ok(http::app(state, config.http.settings()?))
+    Ok(http::app(state, config.http.settings().context("invalid [http]")?))
 }
 
-/// The user directory, shared by the caller check and the cascade.
-type Directory = Arc<dyn UserDirectory>;
+/// Who may create sessions, and the cascade to the user directory when there is one.
+struct Callers {
+    authenticator: Arc<CallerAuthenticator>,
+    cascade: Option<Arc<CascadeCheck>>,
+}
 
-/// Who may create sessions (`auth.mode`), and the user directory when one is configured.
+/// Who may create sessions (`auth.mode`). `None` with `auth.mode = "none"`.
 ///
 /// Fails closed: `jwt` without any way to check a credential, or Better Auth sessions without a
 /// directory, are refused at start-up.
-fn caller_authentication(
-    config: &Config,
-    clock: Arc<SystemClock>,
-) -> anyhow::Result<(Option<Arc<CallerAuthenticator>>, Option<Directory>)> {
-    let auth = &config.auth;
-    let configured =
-        auth.jwks_url.is_some() || auth.hs256_secret.is_some() || auth.better_auth_secret.is_some();
-    match auth.mode.as_str() {
-        "none" => {
-            if configured || config.directory.url.is_some() {
+fn caller_authentication(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Option<Callers>> {
+    match config.auth.mode {
+        AuthMode::None => {
+            if credentials_configured(config) {
                 // The contract's example file sets them beside mode = "none": say so rather than refuse.
                 tracing::warn!(
                     "auth.mode is \"none\": anyone who reaches sidekey may create sessions; the configured \
                      [auth] credentials and [directory] are not used"
                 );
             }
-            return Ok((None, None));
+            Ok(None)
         }
-        "jwt" if !configured => bail!(
-            "auth.mode = \"jwt\" needs auth.jwks_url, auth.hs256_secret (SIDEKEY_AUTH_HS256_SECRET) or \
-             auth.better_auth_secret (SIDEKEY_BETTER_AUTH_SECRET)"
-        ),
-        "jwt" => {}
-        other => bail!("auth.mode = {other:?} is not supported (use \"none\" or \"jwt\")"),
+        AuthMode::Jwt => jwt_callers(config, clock).map(Some),
     }
-    let directory: Option<Directory> = match &config.directory.url {
-        None => None,
-        Some(url) => {
-            let settings = PostgresDirectorySettings {
-                url: url.clone(),
-                schema: config.directory.schema.clone(),
-                pool_size: config.directory.pool_size,
-                connect_timeout: Duration::from_millis(config.directory.connect_timeout_ms),
-                query_timeout: Duration::from_millis(config.directory.query_timeout_ms),
-            };
-            let directory =
-                PostgresDirectory::new(settings).map_err(|error| anyhow::anyhow!("[directory] {error}"))?;
-            Some(Arc::new(directory))
+}
+
+#[cfg_attr(not(any(feature = "jwt", feature = "postgres")), allow(unused_variables))]
+fn credentials_configured(config: &Config) -> bool {
+    #[cfg(feature = "jwt")]
+    let jwt = config.auth.jwt.is_configured();
+    #[cfg(not(feature = "jwt"))]
+    let jwt = false;
+    #[cfg(feature = "postgres")]
+    let directory = config.directory.url.is_some();
+    #[cfg(not(feature = "postgres"))]
+    let directory = false;
+    jwt || directory
+}
+
+#[cfg(feature = "jwt")]
+fn jwt_callers(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Callers> {
+    #[cfg(feature = "postgres")]
+    let (directory, cascade) = match config.directory.directory()? {
+        Some(directory) => {
+            let directory: Arc<dyn sidekey_application::UserDirectory> = Arc::new(directory);
+            let cascade = CascadeCheck::new(directory.clone(), config.directory.cascade_check());
+            (Some(directory), Some(Arc::new(cascade)))
         }
+        None => (None, None),
     };
-    let jwt = if auth.jwks_url.is_some() || auth.hs256_secret.is_some() {
-        let settings = JwtSettings {
-            jwks_url: auth.jwks_url.clone(),
-            hs256_secret: auth.hs256_secret.as_ref().map(|secret| secret.expose().to_owned()),
-            issuer: auth.issuer.clone(),
-            audience: auth.audience.clone(),
-            leeway: Duration::from_secs(auth.leeway_seconds),
-            jwks_max_age: Duration::from_secs(auth.jwks_max_age_seconds),
-            jwks_min_refetch_interval: Duration::from_secs(auth.jwks_min_refetch_seconds),
-            ..JwtSettings::default()
-        };
-        Some(JwtVerifier::new(settings).map_err(|error| anyhow::anyhow!("[auth] {error}"))?)
-    } else {
-        None
-    };
-    let better_auth = match (&auth.better_auth_secret, &directory) {
-        (None, _) => None,
-        (Some(_), None) => bail!("auth.better_auth_secret needs [directory] url: sessions are checked there"),
-        (Some(secret), Some(directory)) => {
-            Some(BetterAuthSessionVerifier::new(secret.expose().to_owned(), directory.clone()))
+    #[cfg(not(feature = "postgres"))]
+    let (directory, cascade) = (None, None);
+    let verifiers = config.auth.jwt.verifiers(directory.clone())?;
+    let authenticator = CallerAuthenticator::new(Arc::new(verifiers), directory, clock);
+    Ok(Callers { authenticator: Arc::new(authenticator), cascade })
+}
+
+#[cfg(not(feature = "jwt"))]
+fn jwt_callers(_: &Config, _: Arc<dyn Clock>) -> anyhow::Result<Callers> {
+    anyhow::bail!("auth.mode = \"jwt\", but this build of sidekey has no JWT support (cargo feature `jwt`)")
+}
+
+/// The secret source `secrets.source` names, and what listens for its rotation announcements.
+struct Secrets {
+    source: Arc<dyn SecretSource>,
+    #[cfg(feature = "redis")]
+    bus: Option<bus::BusWiring>,
+}
+
+impl Secrets {
+    /// Revokes, on this instance's store, every session bound to a key the bridge announces as rotated
+    /// or withdrawn (only with a bus). The task ends with the service.
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self, unused_variables))]
+    fn listen_for_rotations(self, clock: Arc<dyn Clock>, sessions: &Arc<SessionService>) {
+        #[cfg(feature = "redis")]
+        if let Some(wiring) = self.bus {
+            bus::listen_for_rotations(wiring, clock, sessions);
         }
-    };
-    let verifier = Arc::new(CallerVerifiers::new(jwt, better_auth));
-    let callers = CallerAuthenticator::new(verifier, directory.clone(), clock);
-    Ok((Some(Arc::new(callers)), directory))
-}
-
-/// A secret source on this machine: `env`, `file:DIR` or `toml:PATH`; `None` for anything else.
-fn local_secret_source(spec: &str) -> Option<Arc<dyn SecretSource>> {
-    if spec == "env" {
-        Some(Arc::new(EnvSecretSource))
-    } else if let Some(directory) = spec.strip_prefix("file:") {
-        Some(Arc::new(FileSecretSource::new(directory)))
-    } else if let Some(path) = spec.strip_prefix("toml:") {
-        Some(Arc::new(TomlFileSecretSource::new(path)))
-    } else {
-        None
     }
 }
 
-/// The bus and bridge secret behind an event-bus secret source, for the rotation listener.
-type BusWiring = (Arc<dyn EventBus>, BridgeSecret);
-
-/// The secret source `secrets.source` names, and the bus when it is one.
-async fn secret_source(
-    config: &Config,
-    clock: Arc<SystemClock>,
-) -> anyhow::Result<(Arc<dyn SecretSource>, Option<BusWiring>)> {
-    let spec = config.secrets.source.as_str();
-    if let Some(source) = local_secret_source(spec) {
-        return Ok((source, None));
-    }
-    let bus = event_bus(config)?;
-    let secret = bridge_secret(config)?;
-    let settings = BusSourceSettings {
-        timeout: Duration::from_millis(config.secrets.timeout_ms),
-        max_pending: config.secrets.max_pending,
-    };
-    let source = EventBusSecretSource::start(bus.clone(), secret.clone(), clock, settings)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot open the bridge inbox: {error}"))?;
-    Ok((Arc::new(source), Some((bus, secret))))
-}
-
-/// The event bus `secrets.source` names (a Redis URL).
-fn event_bus(config: &Config) -> anyhow::Result<Arc<dyn EventBus>> {
-    let url = config.secrets.source.as_str();
-    if !["redis://", "rediss://", "redis+unix://"].iter().any(|scheme| url.starts_with(scheme)) {
-        bail!(
-            "secrets.source must be \"env\", \"file:DIR\", \"toml:PATH\" or a redis://, rediss:// or \
-             redis+unix:// URL (the event bus to a bridge)"
-        );
-    }
-    let prefix = &config.secrets.prefix;
-    // Inbox addresses (`{prefix}:bridge:inbox:<uuid>`) must stay printable ASCII within 200 bytes, or
-    // bridges refuse every request.
-    if prefix.is_empty() || prefix.len() > 100 || !prefix.bytes().all(|byte| byte.is_ascii_graphic()) {
-        bail!("secrets.prefix must be 1 to 100 printable ASCII characters without spaces");
-    }
-    let settings = RedisBusSettings {
-        url: url.to_owned(),
-        prefix: config.secrets.prefix.clone(),
-        connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
-        command_timeout: Duration::from_millis(config.store.command_timeout_ms),
-    };
-    let bus = RedisBus::new(settings).map_err(|error| anyhow::anyhow!("secrets.source: {error}"))?;
-    Ok(Arc::new(bus))
-}
-
-/// The bridge secret; required wherever a bus is used (fail closed: unauthenticated replies would let
-/// anyone on the bus hand out keys).
-fn bridge_secret(config: &Config) -> anyhow::Result<BridgeSecret> {
-    let Some(secret) = &config.bridge.secret else {
-        bail!("an event bus needs the bridge secret: set [bridge] secret or SIDEKEY_BRIDGE_SECRET");
-    };
-    BridgeSecret::new(secret.expose()).map_err(|error| anyhow::anyhow!("[bridge] secret: {error}"))
-}
-
-/// Revokes, on this instance's store, every session bound to a key its bridge announces as rotated or
-/// withdrawn. The task ends with the service.
-fn listen_for_rotations(
-    bus: Arc<dyn EventBus>,
-    secret: BridgeSecret,
-    clock: Arc<SystemClock>,
-    sessions: &Arc<SessionService>,
-) {
-    let sessions = Arc::downgrade(sessions);
-    spawn_rotation_listener(bus, secret, clock, move |announcement| {
-        let sessions = sessions.clone();
-        async move {
-            let Some(sessions) = sessions.upgrade() else { return };
-            let secret_ref = announcement.secret_ref;
-            match sessions.revoke_rotated(&secret_ref).await {
-                Ok(revoked) => tracing::info!(
-                    %secret_ref,
-                    reason = announcement.reason.as_str(),
-                    revoked,
-                    "revoked the sessions of an announced key"
-                ),
-                Err(error) => tracing::error!(
-                    %secret_ref,
-                    %error,
-                    "could not revoke the sessions of an announced key"
-                ),
-            }
+async fn secret_source(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Secrets> {
+    match &config.secrets.source {
+        SecretsSource::Local(local) => Ok(Secrets {
+            source: local.open(),
+            #[cfg(feature = "redis")]
+            bus: None,
+        }),
+        #[cfg(feature = "redis")]
+        SecretsSource::Bus(url) => {
+            let (source, wiring) = bus::secret_source(config, url.expose(), clock).await?;
+            Ok(Secrets { source, bus: Some(wiring) })
         }
-    });
+        #[cfg(not(feature = "redis"))]
+        SecretsSource::Bus(_) => {
+            let _ = clock;
+            anyhow::bail!(
+                "secrets.source names an event bus, but this build of sidekey has no Redis (cargo feature `redis`)"
+            )
+        }
+    }
 }
 
 /// Runs `sidekey bridge`: answers the requests on the bus `secrets.source` names from `bridge.source`,
 /// until `stop` completes.
 ///
 /// # Errors
-/// When the configuration names no bus, no usable bridge source or no bridge secret.
+/// When the configuration names no bus or no bridge secret, or this build has no bus.
 pub async fn run_bridge(config: &Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let bus = event_bus(config)?;
-    let secret = bridge_secret(config)?;
-    let Some(source) = local_secret_source(&config.bridge.source) else {
-        bail!("bridge.source must be \"env\", \"file:DIR\" or \"toml:PATH\"");
-    };
-    let settings = BridgeSettings {
-        max_concurrent: config.bridge.max_concurrent,
-        watch_interval: (config.bridge.watch_interval_ms > 0)
-            .then(|| Duration::from_millis(config.bridge.watch_interval_ms)),
-        ..BridgeSettings::default()
-    };
-    let bridge = Bridge::new(bus, secret, source, Arc::new(SystemClock), settings)
-        .map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
-    tracing::info!(source = %config.bridge.source, prefix = %config.secrets.prefix, "bridge starting");
-    bridge.run(stop).await.map_err(|error| anyhow::anyhow!("{error}"))
+    #[cfg(feature = "redis")]
+    return bus::run_bridge(config, stop).await;
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (config, stop);
+        anyhow::bail!(
+            "`sidekey bridge` needs an event bus, and this build of sidekey has no Redis (cargo feature `redis`)"
+        )
+    }
 }
 
-/// Announces on the bus that `secret_ref` was rotated or withdrawn: every instance revokes the sessions
-/// bound to it.
+/// Announces on the bus that `secret_ref` was rotated (or, `withdrawn`, withdrawn): every instance
+/// revokes the sessions bound to it.
 ///
 /// # Errors
-/// When the configuration names no bus or no bridge secret, or the bus is down.
+/// When the configuration names no bus or no bridge secret, the bus is down, or this build has no bus.
 pub async fn announce_rotation(
     config: &Config,
     secret_ref: &SecretRef,
-    reason: AnnouncementReason,
+    withdrawn: bool,
 ) -> anyhow::Result<()> {
-    let bus = event_bus(config)?;
-    let secret = bridge_secret(config)?;
-    announce(bus.as_ref(), &secret, secret_ref, reason, std::time::SystemTime::now())
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))
+    #[cfg(feature = "redis")]
+    return bus::announce_rotation(config, secret_ref, withdrawn).await;
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (config, secret_ref, withdrawn);
+        anyhow::bail!(
+            "`sidekey announce` needs an event bus, and this build of sidekey has no Redis (cargo feature `redis`)"
+        )
+    }
 }
 
 /// The session store `store.url` names.
-async fn session_store(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<Arc<dyn SessionStore>> {
-    let url = config.store.url.as_str();
-    if url == "memory" {
-        return Ok(Arc::new(InMemorySessionStore::new(clock)));
-    }
-    if !REDIS_SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
-        bail!("store.url must be \"memory\" or a redis://, rediss://, redis+unix:// or redis+cluster:// URL");
-    }
-    let settings = RedisStoreSettings {
-        url: url.to_owned(),
-        prefix: config.store.prefix.clone(),
-        connect_timeout: Duration::from_millis(config.store.connect_timeout_ms),
-        command_timeout: Duration::from_millis(config.store.command_timeout_ms),
-    };
-    // Redis being down is not a reason to refuse to start: /readyz says so and the store reconnects.
-    let cache = LocalCacheSettings {
-        enabled: config.store.local_cache,
-        capacity: config.store.cache_capacity,
-        max_age: Duration::from_millis(config.store.cache_max_age_ms),
-    };
-    let store = RedisSessionStore::connect_with_cache(settings, cache, clock)
-        .await
-        .map_err(|error| anyhow::anyhow!("store.url is not a usable Redis URL: {error}"))?;
-    Ok(Arc::new(store))
-}
-
-/// A store URL fit for a log line: a password in `redis://user:password@host` becomes `***`.
-fn without_credentials(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|index| index + 3) else { return url.to_owned() };
-    match url[scheme_end..].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..scheme_end], &url[scheme_end + at + 1..]),
-        None => url.to_owned(),
+async fn session_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn SessionStore>> {
+    match &config.store.url {
+        StoreUrl::Memory => Ok(Arc::new(InMemorySessionStore::new(clock))),
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => {
+            let redis = &config.store.redis;
+            // Redis being down is not a reason to refuse to start: /readyz says so and the store reconnects.
+            let store = sidekey_redis::RedisSessionStore::connect_with_cache(
+                redis.store(url.expose(), &config.store.prefix),
+                redis.cache(),
+                clock,
+            )
+            .await
+            .context("store.url is not a usable Redis URL")?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreUrl::Redis(_) => {
+            anyhow::bail!(
+                "store.url names Redis, but this build of sidekey has no Redis (cargo feature `redis`)"
+            )
+        }
     }
 }
 
-/// The URL schemes that select the Redis store.
-const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "redis+cluster://"];
+#[cfg(feature = "redis")]
+mod bus;
 
 /// A server started by [`spawn`].
 pub struct RunningServer {
@@ -365,13 +278,25 @@ impl RunningServer {
 /// # Errors
 /// When the configuration is invalid or the address cannot be bound.
 pub async fn spawn(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<RunningServer> {
-    let app = build(config, metrics).await?;
+    spawn_on(config, metrics, Arc::new(SystemClock)).await
+}
+
+/// [`spawn`], with time from `clock`.
+///
+/// # Errors
+/// As [`spawn`].
+pub async fn spawn_on(
+    config: &Config,
+    metrics: Option<MetricsRenderer>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningServer> {
+    let app = build_on(config, metrics, clock).await?;
     let addr = config.listen_addr()?;
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("the listener has no TCP address")?;
     let (shutdown, signal) = oneshot::channel::<()>();
-    let grace = Duration::from_secs(config.http.shutdown_grace_seconds);
+    let grace = config.http.shutdown_grace();
     let stop = async move {
         let _ = signal.await;
     };
@@ -391,8 +316,8 @@ pub async fn serve(
     let server = spawn(config, metrics).await?;
     tracing::info!(
         addr = %server.addr,
-        store = %without_credentials(&config.store.url),
-        secrets = %without_credentials(&config.secrets.source),
+        store = %config.store.url,
+        secrets = %config.secrets.source,
         admin_api = config.admin.token.is_some(),
         upstreams = ?config.upstreams.iter().map(|upstream| upstream.name.as_str()).collect::<Vec<_>>(),
         cors_origins = config.cors.allowed_origins.len(),
@@ -446,13 +371,15 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, build, without_credentials};
+    use super::config::without_credentials;
+    use super::{Config, build};
+
+    use super::config::{AuthMode, Secret, SecretsSource};
 
     fn with_secrets(source: &str, bridge_secret: Option<&str>) -> Config {
         let mut config = Config::default();
-        config.secrets.source = source.to_owned();
-        config.bridge.secret = bridge_secret
-            .map(|text| serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap());
+        config.secrets.source = source.parse().unwrap();
+        config.bridge.secret = bridge_secret.map(Secret::new);
         config
     }
 
@@ -463,23 +390,18 @@ mod tests {
         }
     }
 
-    fn secret(text: &str) -> crate::config::Secret {
-        serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap()
-    }
-
     #[tokio::test]
     async fn contradictory_caller_authentication_settings_are_refused_at_start() {
         let mut config = Config::default();
-        config.auth.mode = "jwt".to_owned();
+        config.auth.mode = AuthMode::Jwt;
         assert!(refusal(&config).await.contains("auth.mode = \"jwt\" needs"));
-        config.auth.hs256_secret = Some(secret("too-short"));
+        config.auth.jwt.hs256_secret = Some(Secret::new("too-short"));
         assert!(refusal(&config).await.contains("at least 32 bytes"));
-        config.auth.hs256_secret = None;
-        config.auth.better_auth_secret = Some(secret("better-auth-secret"));
+        config.auth.jwt.hs256_secret = None;
+        config.auth.jwt.better_auth_secret = Some(Secret::new("better-auth-secret"));
         assert!(refusal(&config).await.contains("needs [directory]"));
-        config.auth.mode = "oauth".to_owned();
-        assert!(refusal(&config).await.contains("not supported"));
-        config.auth.mode = "none".to_owned();
+        assert!("oauth".parse::<AuthMode>().unwrap_err().contains("not an auth mode"));
+        config.auth.mode = AuthMode::None;
         assert!(build(&config, None).await.is_ok(), "credentials beside mode none are not used, not refused");
     }
 
@@ -489,11 +411,10 @@ mod tests {
         assert!(refused.contains("SIDEKEY_BRIDGE_SECRET"), "{refused}");
         let refused = refusal(&with_secrets("redis://127.0.0.1:1", Some("short"))).await;
         assert!(refused.contains("at least 16 bytes"), "{refused}");
-        let refused =
-            refusal(&with_secrets("redis+cluster://127.0.0.1:1", Some("a-long-enough-secret"))).await;
-        assert!(refused.contains("secrets.source"), "{refused}");
-        let refused = refusal(&with_secrets("vault:kv/openai", Some("a-long-enough-secret"))).await;
-        assert!(refused.contains("secrets.source must be"), "{refused}");
+        for unusable in ["redis+cluster://127.0.0.1:1", "vault:kv/openai"] {
+            let refused = unusable.parse::<SecretsSource>().unwrap_err();
+            assert!(refused.contains("must be"), "{refused}");
+        }
         let refused = refusal(&with_secrets("redis://:hunter2-password@127.0.0.1:1/x?bad", None)).await;
         assert!(!refused.contains("hunter2"), "the refusal quotes the password: {refused}");
     }

@@ -129,9 +129,9 @@ impl Bus {
     /// Starts a sidekey server whose secrets come from this bus.
     async fn start_server(&self, timeout_ms: u64) -> Server {
         let mut config = Config { listen: "127.0.0.1:0".to_owned(), ..Config::default() };
-        config.secrets.source = redis_url();
+        config.secrets.source = redis_url().parse().unwrap();
         config.secrets.prefix = self.prefix.clone();
-        config.secrets.timeout_ms = timeout_ms;
+        config.secrets.bus.timeout_ms = timeout_ms;
         config.bridge.secret = Some(secret(&self.bridge_secret));
         config.admin.token = Some(secret("admin-token-for-bridge-tests"));
         let running = sidekey::spawn(&config, None).await.expect("the server starts");
@@ -184,7 +184,7 @@ impl Bus {
 }
 
 fn secret(text: &str) -> Secret {
-    serde_json::from_value(Value::String(text.to_owned())).unwrap()
+    Secret::new(text)
 }
 
 struct BridgeProcess {
@@ -674,7 +674,7 @@ async fn with_the_bus_down_issuance_answers_503_at_once_and_recovers_by_itself_w
     };
     let _bridge = start_bridge(&redis.url());
     let mut config = Config { listen: "127.0.0.1:0".to_owned(), ..Config::default() };
-    config.secrets.source = redis.url();
+    config.secrets.source = redis.url().parse().unwrap();
     config.secrets.prefix = bus.prefix.clone();
     config.bridge.secret = Some(secret(&bus.bridge_secret));
     let running = sidekey::spawn(&config, None).await.unwrap();

@@ -130,6 +130,16 @@ impl SessionPolicy {
     pub fn default_ttl(&self) -> Duration {
         self.default_ttl
     }
+
+    /// The shortest TTL a request may ask for.
+    pub fn min_ttl(&self) -> Duration {
+        self.min_ttl
+    }
+
+    /// The longest TTL a request may ask for.
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
 }
 
 impl Default for SessionPolicy {

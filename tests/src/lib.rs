@@ -106,7 +106,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     write_secret(&secrets_dir, OTHER_SECRET_KEY_ID, &other_real_key);
 
     let mut config = Config { listen: "127.0.0.1:0".to_owned(), ..Config::default() };
-    config.secrets.source = format!("file:{}", secrets_dir.display());
+    config.secrets.source = format!("file:{}", secrets_dir.display()).parse().expect("a file: source");
     config.admin.token = Some(secret(&format!("admin-{}", random_hex(32))));
     tweak(&mut config);
 
@@ -126,12 +126,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
-/// A configuration secret from its text (the type keeps its field private and deserializes from a string).
-///
-/// # Panics
-/// Never: a JSON string always deserializes into a `Secret`.
+/// A configuration secret from its text.
 pub fn secret(text: &str) -> Secret {
-    serde_json::from_value(Value::String(text.to_owned())).expect("a Secret is a string")
+    Secret::new(text)
 }
 
 fn write_secret(dir: &Path, name: &str, value: &str) {

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
+use sidekey::config::AuthMode;
 use sidekey_tests::{SECRET_KEY_ID, TestApp, secret, spawn_app_with};
 
 const HS256_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes-for-tests";
@@ -23,8 +24,8 @@ fn jwt(sub: &str, email: &str, secret: &str, expires_in: u64) -> String {
 
 async fn jwt_app() -> TestApp {
     spawn_app_with(|config| {
-        config.auth.mode = "jwt".to_owned();
-        config.auth.hs256_secret = Some(secret(HS256_SECRET));
+        config.auth.mode = AuthMode::Jwt;
+        config.auth.jwt.hs256_secret = Some(secret(HS256_SECRET));
     })
     .await
 }

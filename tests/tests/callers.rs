@@ -12,6 +12,7 @@ use hmac::Mac as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
+use sidekey::config::AuthMode;
 use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, random_hex, secret, spawn_app_with};
 
 const HS256_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes-for-tests";
@@ -36,13 +37,13 @@ fn jwt(sub: &str, email: &str, secret: &str, expires_in: i64) -> String {
 
 async fn jwt_app(directory: Option<(&str, &str)>) -> TestApp {
     spawn_app_with(|config| {
-        config.auth.mode = "jwt".to_owned();
-        config.auth.hs256_secret = Some(secret(HS256_SECRET));
-        config.auth.issuer = Some(ISSUER.to_owned());
-        config.auth.audience = Some(ISSUER.to_owned());
+        config.auth.mode = AuthMode::Jwt;
+        config.auth.jwt.hs256_secret = Some(secret(HS256_SECRET));
+        config.auth.jwt.issuer = Some(ISSUER.to_owned());
+        config.auth.jwt.audience = Some(ISSUER.to_owned());
         if let Some((url, schema)) = directory {
-            config.auth.better_auth_secret = Some(secret(BETTER_AUTH_SECRET));
-            config.directory.url = Some(url.to_owned());
+            config.auth.jwt.better_auth_secret = Some(secret(BETTER_AUTH_SECRET));
+            config.directory.url = Some(secret(url));
             config.directory.schema = Some(schema.to_owned());
             config.directory.cascade_check_seconds = 1;
             config.directory.connect_timeout_ms = 500;

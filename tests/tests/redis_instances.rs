@@ -44,7 +44,7 @@ impl Pair {
         let url = redis_url().await?;
         let prefix = format!("sidekey-e2e-{}", random_hex(12));
         let on_redis = |config: &mut sidekey::Config| {
-            config.store.url = url.clone();
+            config.store.url = url.parse().unwrap();
             config.store.prefix = prefix.clone();
         };
         let a = spawn_app_with(on_redis).await;

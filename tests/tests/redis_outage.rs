@@ -16,10 +16,10 @@ const UNAVAILABLE_BOUND: Duration = Duration::from_millis(2 * STORE_TIMEOUT_MS +
 async fn app_on(redis: &PrivateRedis) -> TestApp {
     let url = redis.url();
     spawn_app_with(move |config| {
-        config.store.url = url;
+        config.store.url = url.parse().unwrap();
         config.store.prefix = "outage".to_owned();
-        config.store.connect_timeout_ms = STORE_TIMEOUT_MS;
-        config.store.command_timeout_ms = STORE_TIMEOUT_MS;
+        config.store.redis.connect_timeout_ms = STORE_TIMEOUT_MS;
+        config.store.redis.command_timeout_ms = STORE_TIMEOUT_MS;
     })
     .await
 }

@@ -12,16 +12,18 @@
 //! Depends on `domain` and `application`; knows no bus technology: it speaks the `EventBus` port.
 //!
 //! # Layout
-//! - `protocol`: the messages and their cryptography; `source`: the asking side; `responder`: the
+//! - `config`: their settings as configuration spells them; `protocol`: the messages and their cryptography; `source`: the asking side; `responder`: the
 //!   answering side; `rotation`: announcements; `in_process`: the in-process bus.
 #![forbid(unsafe_code)]
 
+pub mod config;
 mod in_process;
 pub mod protocol;
 mod responder;
 mod rotation;
 mod source;
 
+pub use config::{BridgeConfig, BusSourceConfig};
 pub use in_process::InProcessBus;
 pub use protocol::{AnnouncementReason, BridgeSecret};
 pub use responder::{Bridge, BridgeSettings, announce};

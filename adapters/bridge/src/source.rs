@@ -28,9 +28,13 @@ pub struct BusSourceSettings {
     pub max_pending: usize,
 }
 
+/// How long a request waits for its reply by default: a bridge on the same network answers in
+/// milliseconds; five seconds covers a busy one without holding a user long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Default for BusSourceSettings {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(5), max_pending: DEFAULT_MAX_PENDING }
+        Self { timeout: DEFAULT_TIMEOUT, max_pending: DEFAULT_MAX_PENDING }
     }
 }
 

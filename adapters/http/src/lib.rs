@@ -6,6 +6,8 @@
 //! [`problem`] maps application errors to the contract's problem+json codes.
 //!
 //! # Layout
+//! - [`config`]: the settings of this side (`[http]`, `[cors]`, `[[upstreams]]`) as configuration spells
+//!   them.
 //! - [`problem`]: [`ApiError`](problem::ApiError), the contract's codes, the conversion of every
 //!   application error and of poem's own errors.
 //! - [`api`]: the routes of the OpenAPI document (sessions, admin, operations), the bearer extractors
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
 pub mod cors;
 pub mod forward_auth;
 pub mod middleware;
@@ -41,6 +44,7 @@ pub use cors::{CorsConfigError, CorsSettings};
 pub use rate_limit::{FailureLimiter, FailureQuota};
 pub use server::{HttpApp, serve};
 
+pub use config::{CorsConfig, HttpConfig, HttpConfigError};
 pub use proxy::{Proxy, UpstreamSettings};
 
 /// Renders the metrics registry as Prometheus text.

@@ -5,6 +5,16 @@
 //! derived from the key (its type and curve, and its `alg` when the JWK pins one), and HS256 is only ever
 //! checked against the configured shared secret. That is what refuses `alg: none`, algorithms the key
 //! does not belong to, and HS256 "signed" with a public key.
+//!
+//! Depends on `domain` and `application`; built into the binary by its `jwt` feature (on by default).
+//!
+//! # Layout
+//! - [`config`]: [`JwtConfig`], the `[auth]` settings, which build the verifiers.
+//! - this file: [`JwtVerifier`], [`BetterAuthSessionVerifier`] and [`CallerVerifiers`], which tries each.
+
+pub mod config;
+
+pub use config::JwtConfig;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,7 +39,30 @@ use sidekey_application::{
 use tokio::sync::Mutex;
 
 /// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
-const MIN_HS256_SECRET_LEN: usize = 32;
+pub const MIN_HS256_SECRET_LEN: usize = 32;
+
+/// Settings that cannot check a caller: refused at start-up (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    /// Caller authentication is on, with nothing to check credentials with.
+    #[error(
+        "auth.mode = \"jwt\" needs auth.jwks_url, auth.hs256_secret (SIDEKEY_AUTH_HS256_SECRET) or \
+         auth.better_auth_secret (SIDEKEY_BETTER_AUTH_SECRET)"
+    )]
+    NothingToCheckWith,
+    /// `jwks_url` is not an `http(s)` URL.
+    #[error("auth.jwks_url must be an http:// or https:// URL")]
+    JwksUrl,
+    /// The HS256 secret is too short to be one.
+    #[error("auth.hs256_secret must be at least {MIN_HS256_SECRET_LEN} bytes")]
+    ShortSecret,
+    /// Better Auth session tokens without a directory to look them up in.
+    #[error("auth.better_auth_secret needs [directory] url: sessions are checked there")]
+    BetterAuthWithoutDirectory,
+    /// rustls refused its configuration.
+    #[error("TLS configuration for the key set: {0}")]
+    Tls(rustls::Error),
+}
 /// The largest key set read from the provider.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
@@ -117,24 +150,25 @@ impl JwtVerifier {
     /// A verifier; fetches nothing yet (the service starts while the provider is down).
     ///
     /// # Errors
-    /// Neither a JWKS URL nor an HS256 secret; a URL that is not `http(s)`; a secret under 32 bytes.
-    pub fn new(settings: JwtSettings) -> Result<Self, String> {
+    /// [`JwtConfigError`]: neither a JWKS URL nor an HS256 secret; a URL that is not `http(s)`; a secret
+    /// under 32 bytes.
+    pub fn new(settings: JwtSettings) -> Result<Self, JwtConfigError> {
         if settings.jwks_url.is_none() && settings.hs256_secret.is_none() {
-            return Err("JWTs need a jwks_url or an hs256_secret".to_owned());
+            return Err(JwtConfigError::NothingToCheckWith);
         }
         let jwks_url = match &settings.jwks_url {
             None => None,
             Some(url) => {
-                let uri: hyper::Uri = url.parse().map_err(|_| "jwks_url is not a URL".to_owned())?;
+                let uri: hyper::Uri = url.parse().map_err(|_| JwtConfigError::JwksUrl)?;
                 if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                    return Err("jwks_url must be an http:// or https:// URL".to_owned());
+                    return Err(JwtConfigError::JwksUrl);
                 }
                 Some(uri)
             }
         };
         let hs256 = match &settings.hs256_secret {
             Some(secret) if secret.len() < MIN_HS256_SECRET_LEN => {
-                return Err(format!("hs256_secret must be at least {MIN_HS256_SECRET_LEN} bytes"));
+                return Err(JwtConfigError::ShortSecret);
             }
             Some(secret) => Some(DecodingKey::from_secret(secret.as_bytes())),
             None => None,
@@ -144,7 +178,7 @@ impl JwtVerifier {
         http.set_connect_timeout(Some(settings.fetch_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|error| format!("TLS: {error}"))?
+            .map_err(JwtConfigError::Tls)?
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

@@ -8,7 +8,7 @@
 //! - [`clock`]: [`SystemClock`], the `Clock` port on the operating system's wall clock.
 //! - [`memory`]: [`InMemorySessionStore`], sessions in process memory with automatic expiry.
 //! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`), [`FileSecretSource`] (`file:DIR`) and
-//!   [`TomlFileSecretSource`] (`toml:PATH`).
+//!   [`TomlFileSecretSource`] (`toml:PATH`), chosen by a [`LocalSource`] setting.
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -17,4 +17,4 @@ pub mod secrets;
 
 pub use clock::SystemClock;
 pub use memory::InMemorySessionStore;
-pub use secrets::{EnvSecretSource, FileSecretSource, TomlFileSecretSource};
+pub use secrets::{EnvSecretSource, FileSecretSource, LocalSource, LocalSourceError, TomlFileSecretSource};

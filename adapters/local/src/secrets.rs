@@ -4,12 +4,88 @@
 //! Both read just in time, at each issuance, never at start-up, so a key changed in the environment of a
 //! restarted bridge or rewritten in its file is picked up by the next session without restarting sidekey.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use sidekey_application::{SecretSource, SecretSourceError};
 use sidekey_domain::{SecretRef, SecretValue};
+
+/// Where real keys are read on this machine, as configuration spells it: `env`, `file:DIR` or
+/// `toml:PATH`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+pub enum LocalSource {
+    /// `env`: `SIDEKEY_SECRET_<ID>` environment variables ([`EnvSecretSource`]).
+    #[default]
+    Env,
+    /// `file:DIR`: one file per key in `DIR` ([`FileSecretSource`]).
+    File(PathBuf),
+    /// `toml:PATH`: one TOML file of `name = "key"` ([`TomlFileSecretSource`]).
+    Toml(PathBuf),
+}
+
+/// A text that names no local secret source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a local secret source: use \"env\", \"file:DIR\" or \"toml:PATH\"")]
+pub struct LocalSourceError(String);
+
+impl FromStr for LocalSource {
+    type Err = LocalSourceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let refuse = || LocalSourceError(text.to_owned());
+        if text == "env" {
+            Ok(Self::Env)
+        } else if let Some(directory) = text.strip_prefix("file:") {
+            (!directory.is_empty()).then(|| Self::File(directory.into())).ok_or_else(refuse)
+        } else if let Some(path) = text.strip_prefix("toml:") {
+            (!path.is_empty()).then(|| Self::Toml(path.into())).ok_or_else(refuse)
+        } else {
+            Err(refuse())
+        }
+    }
+}
+
+impl TryFrom<String> for LocalSource {
+    type Error = LocalSourceError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl fmt::Display for LocalSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env => f.write_str("env"),
+            Self::File(directory) => write!(f, "file:{}", directory.display()),
+            Self::Toml(path) => write!(f, "toml:{}", path.display()),
+        }
+    }
+}
+
+impl From<LocalSource> for String {
+    fn from(source: LocalSource) -> Self {
+        source.to_string()
+    }
+}
+
+impl LocalSource {
+    /// The secret source this names.
+    pub fn open(&self) -> Arc<dyn SecretSource> {
+        match self {
+            Self::Env => Arc::new(EnvSecretSource),
+            Self::File(directory) => Arc::new(FileSecretSource::new(directory)),
+            Self::Toml(path) => Arc::new(TomlFileSecretSource::new(path)),
+        }
+    }
+}
 
 /// Prefix of the environment variables that hold real keys: `openai-prod` is `SIDEKEY_SECRET_OPENAI_PROD`.
 pub const SECRET_ENV_PREFIX: &str = "SIDEKEY_SECRET_";
@@ -168,6 +244,18 @@ impl SecretSource for TomlFileSecretSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_sources_parse_from_their_configured_text_and_print_back() {
+        for text in ["env", "file:/run/secrets", "toml:/etc/sidekey/keys.toml"] {
+            let source: LocalSource = text.parse().unwrap();
+            assert_eq!(source.to_string(), text);
+        }
+        assert_eq!("file:/d".parse::<LocalSource>(), Ok(LocalSource::File("/d".into())));
+        for bad in ["", "ENV", "file:", "toml:", "vault:kv", "redis://x"] {
+            assert!(bad.parse::<LocalSource>().is_err(), "{bad:?}");
+        }
+    }
 
     fn name(text: &str) -> SecretRef {
         SecretRef::parse(text).unwrap()

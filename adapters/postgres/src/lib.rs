@@ -55,8 +55,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
 };
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use sidekey_application::{DirectoryError, DirectorySession, DirectoryUser, UserDirectory};
 use sidekey_domain::CallerSession;
+use sidekey_settings::Secret;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -105,6 +108,75 @@ const SESSION_IS_ACTIVE: &str = r#"SELECT 1 FROM "session"
 WHERE id = $1 AND EXTRACT(EPOCH FROM "expiresAt")::float8 > $2::float8 LIMIT 1"#;
 /// Readiness.
 const PING: &str = "SELECT 1";
+
+/// The `[directory]` settings: where Better Auth's tables are, and how the cascade asks them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct DirectoryConfig {
+    /// PostgreSQL holding Better Auth's `user` and `session` tables (`postgres://…` or `key=value`
+    /// form); unset: no directory.
+    pub url: Option<Secret>,
+    /// The schema of those tables, when not on the default search path.
+    pub schema: Option<String>,
+    /// Pooled connections.
+    pub pool_size: usize,
+    /// The bound on connecting, in milliseconds, before `503 directory_unavailable`.
+    pub connect_timeout_ms: u64,
+    /// The bound on one query, in milliseconds, before `503 directory_unavailable`.
+    pub query_timeout_ms: u64,
+    /// How long a session may outlive its deleted sign-in session, in seconds: the directory is asked
+    /// again about a sign-in session at most this often.
+    pub cascade_check_seconds: u64,
+}
+
+/// The cascade's default re-check interval: ten seconds bounds how long a signed-out user's sessions
+/// still verify, at one indexed query per bound session and interval.
+pub const DEFAULT_CASCADE_CHECK: Duration = Duration::from_secs(10);
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            schema: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout_ms: millis(DEFAULT_CONNECT_TIMEOUT),
+            query_timeout_ms: millis(DEFAULT_QUERY_TIMEOUT),
+            cascade_check_seconds: DEFAULT_CASCADE_CHECK.as_secs(),
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// The directory these settings name; `None` without a URL.
+    ///
+    /// # Errors
+    /// [`PostgresConfigError`], as [`PostgresDirectory::new`].
+    pub fn directory(&self) -> Result<Option<PostgresDirectory>, PostgresConfigError> {
+        let Some(url) = &self.url else { return Ok(None) };
+        PostgresDirectory::new(PostgresDirectorySettings {
+            url: url.expose().to_owned(),
+            schema: self.schema.clone(),
+            pool_size: self.pool_size,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            query_timeout: Duration::from_millis(self.query_timeout_ms),
+        })
+        .map(Some)
+    }
+
+    /// How often the cascade asks about one sign-in session.
+    pub fn cascade_check(&self) -> Duration {
+        Duration::from_secs(self.cascade_check_seconds)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Directory settings that cannot work: refused at start-up. Never quotes the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid [directory] settings: {0}")]
+pub struct PostgresConfigError(&'static str);
 
 /// Where and how to reach the database that holds Better Auth's tables.
 #[derive(Clone)]
@@ -189,13 +261,11 @@ impl PostgresDirectory {
     /// while the database is down, and serves once it answers.
     ///
     /// # Errors
-    /// [`DirectoryError::Unavailable`] only for a configuration error: an unreadable URL, `sslmode=require`
-    /// (no TLS in this build), a schema that is not a plain identifier, a pool size of 0. The text never
-    /// quotes the URL.
-    pub fn new(settings: PostgresDirectorySettings) -> Result<Self, DirectoryError> {
+    /// [`PostgresConfigError`]: an unreadable URL, `sslmode=require` (no TLS in this build), a schema that
+    /// is not a plain identifier, a pool size of 0. The text never quotes the URL.
+    pub fn new(settings: PostgresDirectorySettings) -> Result<Self, PostgresConfigError> {
         let PostgresDirectorySettings { url, schema, pool_size, connect_timeout, query_timeout } = settings;
-        let config =
-            |problem: &str| DirectoryError::Unavailable(format!("invalid PostgreSQL settings: {problem}"));
+        let config = |problem: &'static str| PostgresConfigError(problem);
         // Only that it failed: the parser's detail may quote a value, and the password is one.
         let mut pg = tokio_postgres::Config::from_str(&url)
             .map_err(|_| config("the URL is not a postgres:// URL nor a key=value connection string"))?;
@@ -240,7 +310,7 @@ impl PostgresDirectory {
             .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(query_timeout))
             .build()
-            .map_err(|error| config(&error.to_string()))?;
+            .map_err(|_| config("the connection pool could not be built (no Tokio runtime?)"))?;
         Ok(Self { pool, schema, query_timeout, deadline: connect_timeout + query_timeout })
     }
 

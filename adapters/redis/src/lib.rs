@@ -10,12 +10,15 @@
 //! - [`store`]: [`RedisSessionStore`], sessions in Redis (or Redis Cluster), real keys sealed with a key
 //!   derived from the token, with a local cache invalidated through pub/sub.
 //! - [`bus`]: [`RedisBus`], the `EventBus` port on streams and pub/sub.
+//! - [`config`]: [`RedisConfig`], the settings of both, as `[store]` spells them.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod config;
 mod connection;
 pub mod store;
 
 pub use bus::{RedisBus, RedisBusSettings};
+pub use config::RedisConfig;
 pub use connection::ConfigError;
 pub use store::{LocalCacheSettings, RedisSessionStore, RedisStoreSettings};

@@ -45,7 +45,10 @@ async fn readyz_answers_200_when_the_store_and_the_secret_source_answer() {
 #[tokio::test]
 async fn readyz_answers_503_not_ready_with_retry_after_when_the_secret_directory_is_missing() {
     let missing = std::env::temp_dir().join(format!("sidekey-e2e-missing-{}", random_hex(16)));
-    let app = spawn_app_with(|config| config.secrets.source = format!("file:{}", missing.display())).await;
+    let app = spawn_app_with(|config| {
+        config.secrets.source = format!("file:{}", missing.display()).parse().unwrap()
+    })
+    .await;
 
     let response = send(app.request(Method::GET, "/readyz", None)).await;
     let retry_after = header(&response, "retry-after");
@@ -74,7 +77,10 @@ async fn issuing_while_the_secret_directory_is_missing_is_a_secret_source_error_
     // /readyz calls the source unavailable; issue must agree, not blame the client's secret_key_id (a 422
     // that clients do not retry) for what is an operator's fault.
     let missing = std::env::temp_dir().join(format!("sidekey-e2e-missing-{}", random_hex(16)));
-    let app = spawn_app_with(|config| config.secrets.source = format!("file:{}", missing.display())).await;
+    let app = spawn_app_with(|config| {
+        config.secrets.source = format!("file:{}", missing.display()).parse().unwrap()
+    })
+    .await;
     let response = app.issue(&json!({ "secret_key_id": SECRET_KEY_ID })).await;
     assert_problem(response, 502, "secret_source_error").await;
     app.shutdown().await;

@@ -39,12 +39,12 @@ async fn the_real_key_arrives_as_a_bearer_credential_and_the_token_nowhere() {
 async fn the_real_key_arrives_in_a_custom_header_bare_or_in_the_query_as_configured() {
     let upstream = FakeUpstream::start().await;
     let mut custom = upstream_config("custom", &upstream.url("/custom"), &[SECRET_KEY_ID]);
-    custom.credential_header = Some("x-api-key".to_owned());
-    custom.credential_scheme = Some(String::new());
+    custom.credential_header = "x-api-key".to_owned();
+    custom.credential_scheme = String::new();
     let mut bare = upstream_config("bare", &upstream.url("/bare"), &[SECRET_KEY_ID]);
-    bare.credential_scheme = Some(String::new());
+    bare.credential_scheme = String::new();
     let mut scheme = upstream_config("scheme", &upstream.url("/scheme"), &[SECRET_KEY_ID]);
-    scheme.credential_scheme = Some("Token".to_owned());
+    scheme.credential_scheme = "Token".to_owned();
     let mut query = upstream_config("query", &upstream.url("/query"), &[SECRET_KEY_ID]);
     query.credential_query = Some("key".to_owned());
     let app = app_with(vec![custom, bare, scheme, query]).await;
@@ -242,8 +242,8 @@ async fn hop_by_hop_headers_are_dropped_and_the_user_context_added() {
 async fn static_headers_are_added_and_replace_the_clients() {
     let upstream = FakeUpstream::start().await;
     let mut config = upstream_config("anthropic", &upstream.url(""), &[SECRET_KEY_ID]);
-    config.credential_header = Some("x-api-key".to_owned());
-    config.credential_scheme = Some(String::new());
+    config.credential_header = "x-api-key".to_owned();
+    config.credential_scheme = String::new();
     config.headers.insert("anthropic-version".to_owned(), "2023-06-01".to_owned());
     let app = app_with(vec![config]).await;
     let issued = app.issue_token(SECRET_KEY_ID, None).await;

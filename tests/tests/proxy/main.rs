@@ -20,20 +20,18 @@ mod sdk;
 mod streaming;
 mod upstream;
 
-use sidekey::config::UpstreamConfig;
+use sidekey_http::UpstreamSettings;
 use sidekey_tests::{TestApp, spawn_app_with};
 
 /// An upstream named `name` at `base_url` allowing `allowed`, every other setting at its default.
-fn upstream_config(name: &str, base_url: &str, allowed: &[&str]) -> UpstreamConfig {
-    UpstreamConfig {
-        name: name.to_owned(),
-        base_url: base_url.to_owned(),
+fn upstream_config(name: &str, base_url: &str, allowed: &[&str]) -> UpstreamSettings {
+    UpstreamSettings {
         allowed_secret_key_ids: allowed.iter().map(|pattern| (*pattern).to_owned()).collect(),
-        ..UpstreamConfig::default()
+        ..UpstreamSettings::new(name, base_url)
     }
 }
 
 /// A sidekey with these upstreams (and the test defaults: file secrets, an admin token).
-async fn app_with(upstreams: Vec<UpstreamConfig>) -> TestApp {
+async fn app_with(upstreams: Vec<UpstreamSettings>) -> TestApp {
     spawn_app_with(|config| config.upstreams = upstreams).await
 }

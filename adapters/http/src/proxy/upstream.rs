@@ -11,32 +11,50 @@ use hyper::http::{HeaderName, HeaderValue, Uri};
 use sidekey_domain::SecretRef;
 use sidekey_domain::secret_ref::MAX_SECRET_REF_LEN;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::headers;
 
 /// What the operator configured for one upstream (`[[upstreams]]`), before validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UpstreamSettings {
-    /// The name in `/v1/proxy/{name}/…`; `chatkit` also serves `/v1/chatkit/…`.
+    /// The name in `/v1/proxy/{name}/…`: 1–64 of `A-Z a-z 0-9 . _ -`, unique; `chatkit` also serves
+    /// `/v1/chatkit/…`.
     pub name: String,
-    /// `http(s)://host[:port][/base/path]`: request paths are joined under the base path.
+    /// `http(s)://host[:port][/base/path]`, without credentials, query or fragment: request paths are
+    /// joined under the base path.
     pub base_url: String,
-    /// The `secret_key_id`s whose real key may be sent here: exact names, or a prefix ending in `*`.
+    /// The `secret_key_id`s whose real key may be sent here: exact names, or a prefix ending in `*`
+    /// (`*` alone: any); sessions of other keys get 403.
     pub allowed_secret_key_ids: Vec<String>,
-    /// The header that carries the real key (`authorization` by default; `x-api-key` for Anthropic).
+    /// The header that carries the real key (`x-api-key` for Anthropic).
+    #[serde(default = "UpstreamSettings::default_credential_header")]
     pub credential_header: String,
-    /// Written before the key with one space (`Bearer` by default); empty sends the bare key.
+    /// Written before the key with one space; `""` sends the bare key.
+    #[serde(default = "UpstreamSettings::default_credential_scheme")]
     pub credential_scheme: String,
     /// Send the key as this query parameter instead of a header (e.g. `key` for Google's Gemini API).
+    #[serde(default)]
     pub credential_query: Option<String>,
-    /// Static headers added to every request (replacing the client's header of the same name).
+    /// Static headers added to every request, replacing the client's header of the same name (e.g.
+    /// `anthropic-version`).
+    #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Longest wait for a new connection, TLS handshake included.
-    pub connect_timeout: Duration,
-    /// Longest wait from sending the request (body included) to the response headers.
-    pub response_timeout: Duration,
-    /// Longest gap between two chunks of the response body; the stream is cut after it.
-    pub idle_timeout: Duration,
-    /// Largest request body, counted as it streams (413 above it, with or without a `Content-Length`).
+    /// Longest wait for a new connection, TLS handshake included, in milliseconds (504 after).
+    #[serde(default = "UpstreamSettings::default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait from sending the request (body included) to the response headers, in milliseconds
+    /// (504 after).
+    #[serde(default = "UpstreamSettings::default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// Longest silence between two chunks of the response body, in milliseconds; the stream is cut after
+    /// it.
+    #[serde(default = "UpstreamSettings::default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Largest request body, in bytes, counted as it streams (413 above it, with or without a
+    /// `Content-Length`).
+    #[serde(default = "UpstreamSettings::default_max_request_body_bytes")]
     pub max_request_body_bytes: u64,
 }
 
@@ -63,16 +81,39 @@ impl UpstreamSettings {
             name: name.into(),
             base_url: base_url.into(),
             allowed_secret_key_ids: Vec::new(),
-            credential_header: Self::DEFAULT_CREDENTIAL_HEADER.to_owned(),
-            credential_scheme: Self::DEFAULT_CREDENTIAL_SCHEME.to_owned(),
+            credential_header: Self::default_credential_header(),
+            credential_scheme: Self::default_credential_scheme(),
             credential_query: None,
             headers: BTreeMap::new(),
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
-            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
-            max_request_body_bytes: Self::DEFAULT_MAX_REQUEST_BODY_BYTES,
+            connect_timeout_ms: Self::default_connect_timeout_ms(),
+            response_timeout_ms: Self::default_response_timeout_ms(),
+            idle_timeout_ms: Self::default_idle_timeout_ms(),
+            max_request_body_bytes: Self::default_max_request_body_bytes(),
         }
     }
+
+    fn default_credential_header() -> String {
+        Self::DEFAULT_CREDENTIAL_HEADER.to_owned()
+    }
+    fn default_credential_scheme() -> String {
+        Self::DEFAULT_CREDENTIAL_SCHEME.to_owned()
+    }
+    fn default_connect_timeout_ms() -> u64 {
+        millis(Self::DEFAULT_CONNECT_TIMEOUT)
+    }
+    fn default_response_timeout_ms() -> u64 {
+        millis(Self::DEFAULT_RESPONSE_TIMEOUT)
+    }
+    fn default_idle_timeout_ms() -> u64 {
+        millis(Self::DEFAULT_IDLE_TIMEOUT)
+    }
+    fn default_max_request_body_bytes() -> u64 {
+        Self::DEFAULT_MAX_REQUEST_BODY_BYTES
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why the upstream configuration was refused at start-up. Each variant names the upstream.
@@ -289,10 +330,10 @@ impl Upstream {
         }
 
         for (what, value) in [
-            ("connect_timeout_ms", settings.connect_timeout.as_millis()),
-            ("response_timeout_ms", settings.response_timeout.as_millis()),
-            ("idle_timeout_ms", settings.idle_timeout.as_millis()),
-            ("max_request_body_bytes", u128::from(settings.max_request_body_bytes)),
+            ("connect_timeout_ms", settings.connect_timeout_ms),
+            ("response_timeout_ms", settings.response_timeout_ms),
+            ("idle_timeout_ms", settings.idle_timeout_ms),
+            ("max_request_body_bytes", settings.max_request_body_bytes),
         ] {
             if value == 0 {
                 return Err(UpstreamConfigError::Zero { name, what });
@@ -307,9 +348,9 @@ impl Upstream {
             allowed,
             credential,
             extra_headers,
-            connect_timeout: settings.connect_timeout,
-            response_timeout: settings.response_timeout,
-            idle_timeout: settings.idle_timeout,
+            connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+            response_timeout: Duration::from_millis(settings.response_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
             max_request_body_bytes: settings.max_request_body_bytes,
         })
     }
@@ -558,7 +599,7 @@ mod tests {
     #[test]
     fn zero_timeouts_are_refused() {
         let mut bad = settings("https://example.com");
-        bad.response_timeout = Duration::ZERO;
+        bad.response_timeout_ms = 0;
         assert!(matches!(Upstream::new(&bad), Err(UpstreamConfigError::Zero { .. })));
     }
 }
