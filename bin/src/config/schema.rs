@@ -219,7 +219,7 @@ pub fn refuse_unknown_keys(figment: &Figment, file: Option<&Path>) -> anyhow::Re
     walk(root, "", &mut unknown);
     let Some(path) = unknown.into_iter().next() else { return Ok(()) };
     let origin = match file {
-        Some(file) => format!(" in {}", absolute(file)),
+        Some(file) => format!(" in {}", as_given(file)),
         None => String::new(),
     };
     let hint = match closest(&path, keys().map(|key| key.path.as_str())) {
@@ -280,7 +280,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A figment error rewritten for an operator: the key (without figment's profile), what was wrong, and
-/// the file as given on the command line, made absolute.
+/// the file as given on the command line.
 pub fn explain(error: figment::Error, file: Option<&Path>) -> anyhow::Error {
     let key: Vec<&str> =
         error.path.iter().map(String::as_str).skip_while(|part| *part == "default").collect();
@@ -289,7 +289,7 @@ pub fn explain(error: figment::Error, file: Option<&Path>) -> anyhow::Error {
         .as_ref()
         .is_some_and(|metadata| metadata.source.as_ref().is_some_and(|source| source.file_path().is_some()));
     let origin = match (file, from_file) {
-        (Some(file), true) => format!(" in {}", absolute(file)),
+        (Some(file), true) => format!(" in {}", as_given(file)),
         _ if error.metadata.is_some() => " (from the environment or a flag)".to_owned(),
         _ => String::new(),
     };
@@ -304,6 +304,7 @@ pub fn explain(error: figment::Error, file: Option<&Path>) -> anyhow::Error {
     }
 }
 
-fn absolute(file: &Path) -> String {
-    std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()).display().to_string()
+/// The file as the operator named it (figment would print a path relative to the working directory).
+fn as_given(file: &Path) -> String {
+    file.display().to_string()
 }

@@ -107,7 +107,7 @@ fn unknown_keys_wrong_types_and_missing_files_are_refused_naming_the_key_and_the
     let refused = format!("{:#}", load(Some(&file), [], []).unwrap_err());
     assert!(refused.contains("`session.default_ttl`"), "{refused}");
     assert!(refused.contains("did you mean `session.default_ttl_seconds`"), "{refused}");
-    assert!(refused.contains(&std::path::absolute(&file).unwrap().display().to_string()), "{refused}");
+    assert!(refused.contains(&file.display().to_string()), "{refused}");
 
     let refused = format!("{:#}", from_file("listne = \"x\"\n").unwrap_err());
     assert!(refused.contains("`listne`") && refused.contains("`listen`"), "{refused}");
