@@ -4,7 +4,7 @@
 //! Each adapter owns the settings it uses ([`sidekey_http::HttpConfig`], [`sidekey_redis::RedisConfig`],
 //! …): their fields, defaults and doc comments are declared there once, and [`Config`] composes them.
 //! Everything else is derived from those types: the JSON Schema of [`Config`] drives the check that
-//! refuses unknown keys ([`schema`]), `sidekey config --defaults` ([`print`]), and the README test;
+//! refuses unknown keys ([`schema`]), `sidekey config --defaults` ([`print`](mod@print)), and the README test;
 //! [`outside::SETTINGS`] is the one table of which keys an environment variable or a flag may set.
 //!
 //! Every key has a default, so an empty file, or none, is valid. Unknown keys are refused, so a typo
@@ -14,7 +14,7 @@
 //! - this file: [`Config`], its own sections, and [`load`].
 //! - [`outside`]: the environment variables and flags, and how they reach the configuration.
 //! - [`schema`]: the configuration's keys, from its JSON Schema; the unknown-key check.
-//! - [`print`]: `sidekey config` (the effective configuration) and `sidekey config --defaults`.
+//! - [`print`](mod@print): `sidekey config` (the effective configuration) and `sidekey config --defaults`.
 
 pub mod outside;
 pub mod print;

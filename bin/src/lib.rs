@@ -6,7 +6,13 @@
 //! # Layout
 //! - [`config`]: the layered configuration (defaults ← TOML ← `SIDEKEY_*` ← flags).
 //! - [`telemetry`]: the tracing subscriber (human or JSON) and the Prometheus recorder.
-//! - this file: [`build`] turns a configuration into the HTTP application; [`spawn`] and [`serve`] run it.
+//! - `bus` (feature `redis`): the event bus to the bridges: the secret source over it, `sidekey bridge`,
+//!   `sidekey announce`, the rotation listener.
+//! - this file: [`build`] turns a configuration into the HTTP application (on the system clock, or on
+//!   any [`Clock`] with [`build_on`]); [`spawn`] and [`serve`] run it.
+//!
+//! The optional adapters are behind the features `redis`, `postgres` and `jwt` (all on by default); a
+//! configuration that asks for one this build lacks is refused at start-up, naming the feature.
 
 pub mod config;
 pub mod telemetry;

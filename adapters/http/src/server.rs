@@ -2,12 +2,12 @@
 //!
 //! `GET /v1/auth/verify` sits on every request of every user, and poem's server, router and
 //! middleware cost several times what verifying a token does (`docs/BENCHMARKS.md`, "Where verify's
-//! time goes"). So this server, not poem's, owns the connections, and [`ForwardAuth`] answers the one
+//! time goes"). So this server, not poem's, owns the connections, and `ForwardAuth` answers the one
 //! case that matters for speed, a valid token, directly: with the same headers, the same latency
 //! metric and the same `Cache-Control` as the route. Everything else, an invalid token included, goes
 //! to the poem application unchanged, so every error, problem+json body, CORS header and rate-limit
 //! decision still has one implementation. A token the fast path refused travels with the request
-//! ([`PriorRefusal`]), so the route answers it without asking the store again.
+//! (`PriorRefusal`), so the route answers it without asking the store again.
 //!
 //! Connections are HTTP/1.1 or HTTP/2 (prior knowledge), as with poem's server. On shutdown the
 //! listener closes, idle connections close, in-flight requests finish, and whatever is still running

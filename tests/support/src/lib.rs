@@ -3,7 +3,7 @@
 //! # Layout
 //! - [`clock`]: [`ManualClock`], a `Clock` the test moves by hand.
 //! - [`store_contract`]: the `SessionStore` contract, one suite that every store runs.
-//! - [`redis_server`], [`postgres_server`]: private servers for outage tests (features `redis`, `postgres`).
+//! - `redis_server`, `postgres_server`: private servers for outage tests (features `redis`, `postgres`).
 #![forbid(unsafe_code)]
 
 pub mod clock;

@@ -1,4 +1,4 @@
-//! The contract (`shared/CONTRACT.md`: Session API, Admin API, Errors, Operations) over real HTTP: one
+//! The contract (Session API, Admin API, Errors, Operations) over real HTTP: one
 //! test binary, a fresh server on `127.0.0.1:0` per test, started by `sidekey_tests::spawn_app`.
 //!
 //! # Layout
