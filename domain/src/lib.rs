@@ -36,10 +36,10 @@ pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
 pub use scope::{
     LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ModelPattern,
     ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern, Scope,
-    ScopeError, ScopeParts, UpstreamName, UpstreamNameError, ZeroLimitError, check_models_within,
-    check_routes_within,
+    ScopeError, ScopeParts, UpstreamName, UpstreamNameError, UpstreamPolicy, ZeroLimitError,
+    check_models_within, check_routes_within,
 };
-pub use secret_ref::{SecretRef, SecretRefError};
+pub use secret_ref::{SecretPattern, SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{
     CallerSession, CallerSessionError, Metadata, MetadataError, RESERVED_METADATA_PREFIX, Session, SessionId,

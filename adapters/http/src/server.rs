@@ -244,11 +244,11 @@ mod tests {
 
     use poem::http::{Request, StatusCode};
     use sidekey_application::ports::MockSessionStore;
-    use sidekey_application::{Clock, Grant, Lookup, SessionService};
+    use sidekey_application::{Budgets, Clock, Grant, Lookup, Metering, SessionService};
     use sidekey_domain::{
         Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token,
     };
-    use sidekey_local::{EnvSecretSource, SystemClock};
+    use sidekey_local::{EnvSecretSource, InMemoryUsageLedger, SystemClock};
 
     use super::*;
     use crate::cors::CorsSettings;
@@ -293,6 +293,11 @@ mod tests {
             proxy: None,
             cors: CorsSettings::default(),
             callers: None,
+            metering: Arc::new(Metering::new(
+                Arc::new(InMemoryUsageLedger::new(Arc::new(SystemClock))),
+                Arc::new(SystemClock),
+                Budgets::default(),
+            )),
         });
         Fixture { forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() }, token, session }
     }

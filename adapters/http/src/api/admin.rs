@@ -98,8 +98,11 @@ impl AdminApi {
         };
         let limit = limit.0.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT) as usize;
         let sessions = state.sessions.list(&filter, limit).await.map_err(ApiError::from)?;
-        let now = state.sessions.now();
-        let sessions = sessions.iter().map(|session| SessionView::new(session, now)).collect();
+        let mut views = Vec::with_capacity(sessions.len());
+        for session in &sessions {
+            views.push(SessionView::read(&state, session, false).await?);
+        }
+        let sessions = views;
         Ok(ListResponse::Ok(Json(SessionList { sessions })))
     }
 

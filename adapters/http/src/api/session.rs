@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::auth::{PresentedToken, VerifiedSession};
 use super::json_body::JsonBody;
+use super::terms::{LimitsObject, RemainingObject, ScopeObject, UsageObject};
 use crate::forward_auth::VerifiedHeaders;
 use crate::problem::{ApiError, ApiFailure, TokenFailure};
 use crate::{ApiTags, HttpState};
@@ -33,6 +34,10 @@ pub struct IssueSessionRequest {
     pub ttl_seconds: Option<u64>,
     /// Free-form labels: at most 16 entries of at most 256 characters each.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// What the session may reach, within what the configuration allows.
+    pub scope: Option<ScopeObject>,
+    /// What the session may consume: left out, the configured defaults; never above the ceilings.
+    pub limits: Option<LimitsObject>,
 }
 
 /// A new session and its token. The token is shown only here, once.
@@ -53,6 +58,12 @@ pub struct IssuedSession {
     pub secret_key_id: String,
     /// The authenticated user the session belongs to, or null.
     pub subject: Option<String>,
+    /// What the session may reach.
+    pub scope: ScopeObject,
+    /// What the session may consume.
+    pub limits: LimitsObject,
+    /// What it has used (nothing yet).
+    pub usage: UsageObject,
 }
 
 /// A session as clients and admins see it: never the token, never the real key.
@@ -73,19 +84,41 @@ pub struct SessionView {
     pub expires_in: u64,
     /// The labels given at issue.
     pub metadata: BTreeMap<String, String>,
+    /// What the session may reach.
+    pub scope: ScopeObject,
+    /// What the session may consume.
+    pub limits: LimitsObject,
+    /// What it has used.
+    pub usage: UsageObject,
+    /// What it may still use under its own limits (in `GET /v1/session` only).
+    pub remaining: Option<RemainingObject>,
 }
 
 impl SessionView {
-    pub(crate) fn new(session: &Session, now: SystemTime) -> Self {
-        Self {
+    /// The view of `session` at `now`, with its usage read from the ledger (and what remains, when
+    /// `with_remaining`).
+    ///
+    /// # Errors
+    /// 503 `store_unavailable` when the usage cannot be read.
+    pub(crate) async fn read(
+        state: &HttpState,
+        session: &Session,
+        with_remaining: bool,
+    ) -> Result<Self, ApiError> {
+        let usage = state.metering.session_usage(session).await?;
+        Ok(Self {
             session_id: session.id().as_uuid(),
             secret_key_id: session.secret_ref().to_string(),
             subject: session.subject().map(ToString::to_string),
             issued_at: session.issued_at().into(),
             expires_at: session.expires_at().into(),
-            expires_in: whole_seconds_left(session, now),
+            expires_in: whole_seconds_left(session, state.sessions.now()),
             metadata: session.metadata().entries().clone(),
-        }
+            scope: ScopeObject::of(session.scope()),
+            limits: LimitsObject::of(session.limits()),
+            usage: UsageObject::of(&usage),
+            remaining: with_remaining.then(|| RemainingObject::of(session.limits(), &usage)),
+        })
     }
 }
 
@@ -158,8 +191,17 @@ impl SessionApi {
             Some(caller) => (Some(caller.subject), caller.bound_to.map(|session| session.id)),
             None => (None, None),
         };
-        let request =
-            IssueRequest { secret_ref, ttl_seconds: body.ttl_seconds, metadata, subject, caller_session };
+        let scope = body.scope.as_ref().map(ScopeObject::to_scope).transpose()?.unwrap_or_default();
+        let limits = body.limits.as_ref().map(LimitsObject::to_limits).transpose()?.unwrap_or_default();
+        let request = IssueRequest {
+            secret_ref,
+            ttl_seconds: body.ttl_seconds,
+            metadata,
+            subject,
+            caller_session,
+            scope,
+            limits,
+        };
         let issued = state.sessions.issue(request).await.map_err(ApiError::from)?;
         let session = &issued.session;
         let body = IssuedSession {
@@ -170,6 +212,9 @@ impl SessionApi {
             expires_in: whole_seconds_left(session, state.sessions.now()),
             secret_key_id: session.secret_ref().to_string(),
             subject: session.subject().map(ToString::to_string),
+            scope: ScopeObject::of(session.scope()),
+            limits: LimitsObject::of(session.limits()),
+            usage: UsageObject::default(),
         };
         Ok(IssueResponse::Created(Json(body), "no-store".to_owned()))
     }
@@ -184,7 +229,7 @@ impl SessionApi {
         auth: VerifiedSession,
     ) -> Result<SessionResponse, TokenFailure> {
         let VerifiedSession(grant) = auth;
-        Ok(SessionResponse::Ok(Json(SessionView::new(&grant.session, state.sessions.now()))))
+        Ok(SessionResponse::Ok(Json(SessionView::read(&state, &grant.session, true).await?)))
     }
 
     /// Refresh the current session
@@ -198,7 +243,7 @@ impl SessionApi {
         auth: PresentedToken,
     ) -> Result<SessionResponse, TokenFailure> {
         let session = state.sessions.refresh(&auth.0.token).await.map_err(ApiError::from)?;
-        Ok(SessionResponse::Ok(Json(SessionView::new(&session, state.sessions.now()))))
+        Ok(SessionResponse::Ok(Json(SessionView::read(&state, &session, true).await?)))
     }
 
     /// Revoke the current session
