@@ -247,8 +247,24 @@ pub async fn announce_rotation(
 async fn usage_ledger(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn UsageLedger>> {
     match &config.store.url {
         StoreUrl::Memory => Ok(Arc::new(InMemoryUsageLedger::new(clock))),
-        // Until the Redis ledger is wired, limits on a Redis store are counted per instance.
-        StoreUrl::Redis(_) => Ok(Arc::new(InMemoryUsageLedger::new(clock))),
+        // Every instance counts in the same Redis, each session's counters in its session's slot.
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => {
+            let ledger = sidekey_redis::RedisUsageLedger::connect(
+                config.store.redis.store(url.expose(), &config.store.prefix),
+                clock,
+            )
+            .await
+            .context("store.url is not a usable Redis URL")?;
+            Ok(Arc::new(ledger))
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreUrl::Redis(_) => {
+            let _ = clock;
+            anyhow::bail!(
+                "store.url names Redis, but this build of sidekey has no Redis (cargo feature `redis`)"
+            )
+        }
     }
 }
 

@@ -47,8 +47,10 @@ struct Counter {
 enum Held {
     /// Reserved until `until`.
     Live { tokens: u64, until: SystemTime },
-    /// Settled or lapsed; remembered until `until` so a settle is counted once.
-    Done { until: SystemTime },
+    /// Lapsed unsettled: no longer held, but its usage still counts when it is settled.
+    Lapsed { until: SystemTime },
+    /// Settled; remembered until `until` so that a second settle counts nothing.
+    Settled { until: SystemTime },
 }
 
 impl Counter {
@@ -74,10 +76,10 @@ impl Counter {
 
     /// Settles reservation `id` with `usage`; false when it was settled already.
     fn settle(&mut self, id: u128, usage: TokenUsage, now: SystemTime) -> bool {
-        if matches!(self.reservations.get(&id), Some(Held::Done { .. })) {
+        if matches!(self.reservations.get(&id), Some(Held::Settled { .. })) {
             return false;
         }
-        self.reservations.insert(id, Held::Done { until: now + RESERVATION_LIFETIME * 2 });
+        self.reservations.insert(id, Held::Settled { until: now + RESERVATION_LIFETIME * 2 });
         self.usage.input = self.usage.input.saturating_add(usage.input);
         self.usage.output = self.usage.output.saturating_add(usage.output);
         true
@@ -87,10 +89,10 @@ impl Counter {
     fn tidy(&mut self, now: SystemTime) {
         self.reservations.retain(|_, held| match held {
             Held::Live { until, .. } if *until <= now => {
-                *held = Held::Done { until: now + RESERVATION_LIFETIME };
+                *held = Held::Lapsed { until: now + RESERVATION_LIFETIME };
                 true
             }
-            Held::Done { until } => *until > now,
+            Held::Lapsed { until } | Held::Settled { until } => *until > now,
             Held::Live { .. } => true,
         });
     }

@@ -340,25 +340,6 @@ async fn a_refusal_gives_back_the_rate_an_earlier_account_had_taken() {
     assert_eq!(a.session_usage(session).await.unwrap().requests, 1);
 }
 
-/// The port: settling a reservation that expired counts its usage all the same, and only once.
-#[tokio::test]
-async fn a_lapsed_reservation_settled_twice_counts_its_usage_once() {
-    let Some((a, b, clock, _guard)) = two_instances().await else { return };
-    let session = SessionId::new_random();
-    let limits = LimitsParts { max_tokens: Some(100), ..LimitsParts::default() };
-    let first = reservation(a.admit(&admission(&clock, session, limits, 100)).await.unwrap());
-    // The clock starts mid-millisecond, and lapses are whole milliseconds rounded up: one more.
-    clock.advance(RESERVATION_LIFETIME + Duration::from_millis(1));
-    assert_eq!(a.session_usage(session).await.unwrap().reserved_tokens, 0, "lapsed");
-    a.settle(&first, TokenUsage { input: 30, output: 40 }).await.unwrap();
-    b.settle(&first, TokenUsage { input: 30, output: 40 }).await.unwrap();
-    let usage = b.session_usage(session).await.unwrap();
-    assert_eq!((usage.input_tokens, usage.output_tokens, usage.reserved_tokens), (30, 40, 0));
-    // 70 used: 30 more fit, 31 do not.
-    assert!(matches!(b.admit(&admission(&clock, session, limits, 31)).await.unwrap(), Admitted::No(_)));
-    reservation(a.admit(&admission(&clock, session, limits, 30)).await.unwrap());
-}
-
 /// Every key the ledger writes expires by itself, at the time its kind calls for.
 #[tokio::test]
 async fn every_key_the_ledger_writes_expires() {

@@ -209,17 +209,23 @@ pub mod contract {
         assert_eq!(h.ledger.session_usage(session).await.unwrap().reserved_tokens, 1000);
     }
 
-    /// A reservation nobody settles stops counting after its lifetime.
-    pub async fn an_unsettled_reservation_lapses(h: &Harness) {
+    /// A reservation nobody settles stops counting after its lifetime; settled late (twice), its usage
+    /// still counts, once.
+    pub async fn an_unsettled_reservation_lapses_and_still_counts_once_when_settled_late(h: &Harness) {
         let session = session();
         let limits = limits(LimitsParts { max_tokens: Some(100), ..LimitsParts::default() });
-        reservation(h.admit(&h.admission(session, limits, 100)).await);
+        let lapsing = reservation(h.admit(&h.admission(session, limits, 100)).await);
         assert!(refusal(&h.admit(&h.admission(session, limits, 1)).await).is_some());
-        h.clock.advance(RESERVATION_LIFETIME);
-        let late = reservation(h.admit(&h.admission(session, limits, 100)).await);
-        // Settling the lapsed one still counts what it used.
-        h.ledger.settle(&late, TokenUsage { input: 1, output: 2 }).await.unwrap();
-        assert_eq!(h.ledger.session_usage(session).await.unwrap().output_tokens, 2);
+        // Lapse times may be whole milliseconds rounded up: one more.
+        h.clock.advance(RESERVATION_LIFETIME + Duration::from_millis(1));
+        assert_eq!(h.ledger.session_usage(session).await.unwrap().reserved_tokens, 0, "lapsed");
+        h.ledger.settle(&lapsing, TokenUsage { input: 30, output: 40 }).await.unwrap();
+        h.ledger.settle(&lapsing, TokenUsage { input: 30, output: 40 }).await.unwrap();
+        let usage = h.ledger.session_usage(session).await.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens, usage.reserved_tokens), (30, 40, 0));
+        // 70 used: 30 more fit, 31 do not.
+        assert!(refusal(&h.admit(&h.admission(session, limits, 31)).await).is_some());
+        reservation(h.admit(&h.admission(session, limits, 30)).await);
     }
 
     /// A subject's budget spans its sessions, refuses with the time until the day ends, and resets at
@@ -309,7 +315,7 @@ macro_rules! ledger_contract_suite {
                 a_rate_admits_a_burst_then_one_per_interval,
                 reservations_hold_the_budget_until_settled_with_the_real_usage,
                 concurrent_reservations_never_pass_a_token_budget,
-                an_unsettled_reservation_lapses,
+                an_unsettled_reservation_lapses_and_still_counts_once_when_settled_late,
                 a_subject_budget_spans_sessions_and_resets_at_the_window_boundary,
                 a_secret_key_budget_spans_every_session_of_the_key,
                 ping_answers,
