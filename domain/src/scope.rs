@@ -219,7 +219,8 @@ impl Scope {
     /// Checks at issuance that this scope, for a session of `secret_ref`, only narrows what `upstreams`
     /// allow: each upstream it names exists and may receive the key, and each route and model it names
     /// lies within what at least one of its upstreams admits (every upstream that may receive the key,
-    /// when it names none).
+    /// when it names none). Without any upstream to go through (forward-auth only), routes and models
+    /// are the session's own to state: there is nothing they could widen.
     ///
     /// # Errors
     /// [`ScopeError::Widens`] naming the field and the first entry at fault.
@@ -241,6 +242,9 @@ impl Scope {
                 usable.into_iter().filter(|policy| named.contains(&policy.name)).collect()
             }
         };
+        if in_scope.is_empty() {
+            return Ok(());
+        }
         if let Some(routes) = self.routes()
             && let Some(route) = routes.iter().find(|route| {
                 !in_scope.iter().any(|policy| {

@@ -8,15 +8,17 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
+use sidekey_application::Grant;
 use sidekey_application::{AuthenticatedCaller, CallerAuthenticator, CallerCredential, IssueRequest};
-use sidekey_domain::{Metadata, SecretRef, Session};
+use sidekey_domain::{Metadata, ProxyPath, SecretRef, Session, TokenUsage};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::auth::{PresentedToken, VerifiedSession};
 use super::json_body::JsonBody;
 use super::terms::{LimitsObject, RemainingObject, ScopeObject, UsageObject};
-use crate::forward_auth::VerifiedHeaders;
+use crate::forward_auth::{VerifiedHeaders, checks_the_forwarded_route, forwarded_request};
+use crate::problem::ErrorCode;
 use crate::problem::{ApiError, ApiFailure, TokenFailure};
 use crate::{ApiTags, HttpState};
 
@@ -159,6 +161,15 @@ enum VerifyResponse {
         #[oai(header = "X-Sidekey-Session-Id")] String,
         #[oai(header = "X-Sidekey-Secret-Key-Id")] String,
         #[oai(header = "X-Sidekey-Subject")] Option<String>,
+        /// The upstreams a scoped session may call, comma-separated.
+        #[oai(header = "X-Sidekey-Scope-Upstreams")]
+        Option<String>,
+        /// The models a scoped session may ask for, comma-separated.
+        #[oai(header = "X-Sidekey-Scope-Models")]
+        Option<String>,
+        /// Requests the session may still make, when it has `max_requests` and the request was counted.
+        #[oai(header = "X-Sidekey-Requests-Remaining")]
+        Option<u64>,
     ),
 }
 
@@ -264,11 +275,56 @@ impl SessionApi {
     /// For nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 200 with the session's headers,
     /// or 401. No body.
     #[oai(path = "/v1/auth/verify", method = "get", operation_id = "verify_token")]
-    async fn verify(&self, auth: VerifiedSession) -> Result<VerifyResponse, TokenFailure> {
+    async fn verify(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        request: &poem::Request,
+        auth: VerifiedSession,
+    ) -> Result<VerifyResponse, ApiFailure> {
+        let grant = &auth.0;
+        let remaining = if checks_the_forwarded_route(grant, &state.metering, request.headers()) {
+            check_forwarded(&state, grant, request.headers()).await?
+        } else {
+            None
+        };
         // Every field by name: a header added to `VerifiedHeaders` must be added here too.
-        let VerifiedHeaders { session_id, secret_key_id, subject } = VerifiedHeaders::of(&auth.0);
-        Ok(VerifyResponse::Valid(session_id, secret_key_id, subject))
+        let VerifiedHeaders { session_id, secret_key_id, subject, scope_upstreams, scope_models } =
+            VerifiedHeaders::of(grant);
+        Ok(VerifyResponse::Valid(
+            session_id,
+            secret_key_id,
+            subject,
+            scope_upstreams,
+            scope_models,
+            remaining,
+        ))
     }
+}
+
+/// Forward-auth for a request the reverse proxy names (`X-Forwarded-Method`, `X-Forwarded-Uri`): its route
+/// must lie within the session's scope, and a limited session's request is counted, as the proxy would.
+/// Returns what remains of `max_requests`.
+async fn check_forwarded(
+    state: &HttpState,
+    grant: &Grant,
+    headers: &poem::http::HeaderMap,
+) -> Result<Option<u64>, ApiError> {
+    let Some((method, uri)) = forwarded_request(headers) else { return Ok(None) };
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let path =
+        ProxyPath::parse(path).map_err(|error| ApiError::new(ErrorCode::InvalidPath, error.to_string()))?;
+    if !grant.session.scope().admits_route(method, &path) {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotAllowed,
+            format!("{method} {} is outside the session's scope", path.as_str()),
+        ));
+    }
+    let admitted = state.metering.admit(&grant.session, 0).await?;
+    if let Some((reservation, _)) = &admitted {
+        // Nothing is metered behind a reverse proxy: the (empty) reservation is settled at once.
+        state.metering.settle(reservation, TokenUsage::default()).await;
+    }
+    Ok(admitted.and_then(|(_, remaining)| remaining.requests))
 }
 
 /// The cookie in which Better Auth keeps its session token (`token.signature`).
