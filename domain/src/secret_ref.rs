@@ -8,7 +8,10 @@ pub const MAX_SECRET_REF_LEN: usize = 128;
 
 /// The validated name of a real credential (`secret_key_id`), never the credential itself.
 ///
-/// 1–128 characters of `A-Z a-z 0-9 . _ : -` (the contract's vocabulary). The text is behind an `Arc`
+/// 1–128 characters of `A-Z a-z 0-9 . _ : -` (the contract's vocabulary), case-insensitive: a name is
+/// kept in one canonical form, lower case, so that `openai-PROD` and `openai-prod` are the same name
+/// everywhere (issuance, allowlists, revocation by key, rotation announcements, usage totals) and can
+/// never reach the same real key under two names one revocation would not both reach. The text is behind an `Arc`
 /// because many sessions usually name the same few secrets and clone it on every verification.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretRef(Arc<str>);
@@ -44,10 +47,13 @@ impl SecretRef {
         if !text.bytes().all(is_allowed) {
             return Err(SecretRefError::InvalidCharacter);
         }
+        if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            return Ok(Self(Arc::from(text.to_ascii_lowercase())));
+        }
         Ok(Self(Arc::from(text)))
     }
 
-    /// The name as text.
+    /// The name as text, in its canonical (lower-case) form.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -87,11 +93,12 @@ impl SecretPattern {
             Some("") => Some(Self::Prefix(String::new())),
             Some(prefix) => {
                 // The prefix itself must be spelled like a secret_key_id, so a typo such as `openai*-`
-                // or `open ai*` is caught at start-up instead of never matching.
+                // or `open ai*` is caught at start-up instead of never matching; like a name, it is
+                // compared in its canonical lower case.
                 (prefix.len() < MAX_SECRET_REF_LEN && SecretRef::parse(prefix).is_ok())
-                    .then(|| Self::Prefix(prefix.to_owned()))
+                    .then(|| Self::Prefix(prefix.to_ascii_lowercase()))
             }
-            None => SecretRef::parse(text).is_ok().then(|| Self::Exact(text.to_owned())),
+            None => SecretRef::parse(text).ok().map(|name| Self::Exact(name.as_str().to_owned())),
         }
     }
 
@@ -116,6 +123,18 @@ mod tests {
     }
 
     #[test]
+    fn names_that_differ_only_by_case_are_one_name_and_patterns_match_it_whatever_the_case() {
+        let canonical = SecretRef::parse("openai-prod").unwrap();
+        for variant in ["openai-PROD", "OpenAI-Prod", "OPENAI-PROD"] {
+            assert_eq!(SecretRef::parse(variant).unwrap(), canonical, "{variant}");
+            assert_eq!(SecretRef::parse(variant).unwrap().as_str(), "openai-prod");
+        }
+        assert!(SecretPattern::parse("OpenAI-*").unwrap().matches(&canonical));
+        assert!(SecretPattern::parse("OPENAI-PROD").unwrap().matches(&canonical));
+        assert_ne!(SecretRef::parse("openai_prod").unwrap(), canonical, "other characters stay other names");
+    }
+
+    #[test]
     fn parse_refuses_empty_long_and_foreign_names() {
         assert_eq!(SecretRef::parse(""), Err(SecretRefError::Empty));
         assert_eq!(SecretRef::parse(&"a".repeat(129)), Err(SecretRefError::TooLong));
@@ -135,9 +154,10 @@ mod tests {
         }
 
         #[test]
-        fn parse_round_trips_valid_names(text in "[A-Za-z0-9._:-]{1,128}") {
+        fn parse_round_trips_valid_names_in_lower_case(text in "[A-Za-z0-9._:-]{1,128}") {
             let parsed = SecretRef::parse(&text).unwrap();
-            prop_assert_eq!(parsed.as_str(), text.as_str());
+            prop_assert_eq!(parsed.as_str(), text.to_ascii_lowercase());
+            prop_assert_eq!(SecretRef::parse(parsed.as_str()).unwrap(), parsed);
         }
     }
 }

@@ -90,16 +90,21 @@ impl LocalSource {
 /// Prefix of the environment variables that hold real keys: `openai-prod` is `SIDEKEY_SECRET_OPENAI_PROD`.
 pub const SECRET_ENV_PREFIX: &str = "SIDEKEY_SECRET_";
 
-/// The environment variable that holds the key named `secret_ref`: upper-cased, with `-`, `.` and `:`
-/// (which environment variable names cannot hold) turned into `_`.
-pub fn secret_env_var(secret_ref: &SecretRef) -> String {
+/// The environment variable that holds the key named `secret_ref`: upper-cased, with `-` (which
+/// environment variable names cannot hold) turned into `_`; `None` for a name with `_`, `.` or `:`.
+///
+/// The mapping is one-to-one, so that two names never reach the same variable: `openai-prod`,
+/// `openai_prod` and `openai.prod` would all be `SIDEKEY_SECRET_OPENAI_PROD` if `_`, `.` and `:` were
+/// mapped too, and a revocation of one name would not reach the others. Names with those characters are
+/// for the `file:` and `toml:` sources.
+pub fn secret_env_var(secret_ref: &SecretRef) -> Option<String> {
+    if secret_ref.as_str().contains(['_', '.', ':']) {
+        return None;
+    }
     let mut name = String::with_capacity(SECRET_ENV_PREFIX.len() + secret_ref.as_str().len());
     name.push_str(SECRET_ENV_PREFIX);
-    name.extend(secret_ref.as_str().chars().map(|c| match c {
-        '-' | '.' | ':' => '_',
-        other => other.to_ascii_uppercase(),
-    }));
-    name
+    name.extend(secret_ref.as_str().chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+    Some(name)
 }
 
 /// Real keys from `SIDEKEY_SECRET_<ID>` environment variables (the embedded default).
@@ -109,19 +114,30 @@ pub struct EnvSecretSource;
 #[async_trait]
 impl SecretSource for EnvSecretSource {
     async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError> {
-        match std::env::var(secret_env_var(secret_ref)) {
-            Ok(text) => SecretValue::new(text).map_err(|error| {
-                SecretSourceError::Failed(format!("{} is unusable: {error}", secret_env_var(secret_ref)))
-            }),
+        let Some(variable) = secret_env_var(secret_ref) else { return Err(SecretSourceError::NotFound) };
+        match std::env::var(&variable) {
+            Ok(text) => SecretValue::new(text)
+                .map_err(|error| SecretSourceError::Failed(format!("{variable} is unusable: {error}"))),
             Err(std::env::VarError::NotPresent) => Err(SecretSourceError::NotFound),
             Err(std::env::VarError::NotUnicode(_)) => {
-                Err(SecretSourceError::Failed(format!("{} is not valid UTF-8", secret_env_var(secret_ref))))
+                Err(SecretSourceError::Failed(format!("{variable} is not valid UTF-8")))
             }
         }
     }
 
     async fn ping(&self) -> Result<(), SecretSourceError> {
         Ok(())
+    }
+
+    fn location(&self, secret_ref: &SecretRef) -> Option<String> {
+        Some(secret_env_var(secret_ref).map_or_else(
+            || {
+                "no environment variable: the env source reads SIDEKEY_SECRET_<ID> with - as _, so it only \
+                 takes names of letters, digits and - (use file: or toml: for others)"
+                    .to_owned()
+            },
+            |variable| format!("the environment variable {variable}"),
+        ))
     }
 }
 
@@ -167,6 +183,10 @@ impl SecretSource for FileSecretSource {
                 error.kind()
             ))),
         }
+    }
+
+    fn location(&self, secret_ref: &SecretRef) -> Option<String> {
+        Some(format!("the file {}", self.directory.join(secret_ref.as_str()).display()))
     }
 
     async fn ping(&self) -> Result<(), SecretSourceError> {
@@ -219,10 +239,19 @@ impl TomlFileSecretSource {
 impl SecretSource for TomlFileSecretSource {
     async fn fetch(&self, secret_ref: &SecretRef) -> Result<SecretValue, SecretSourceError> {
         let mut table = self.read().await?;
-        let value = match table.remove("secrets") {
-            Some(toml::Value::Table(mut secrets)) => secrets.remove(secret_ref.as_str()),
-            _ => table.remove(secret_ref.as_str()),
+        let secrets = match table.remove("secrets") {
+            Some(toml::Value::Table(secrets)) => secrets,
+            _ => table,
         };
+        // Names are case-insensitive: the file may spell one `OpenAI-Prod`, but not twice.
+        let mut spellings =
+            secrets.into_iter().filter(|(name, _)| name.eq_ignore_ascii_case(secret_ref.as_str()));
+        let value = spellings.next().map(|(_, value)| value);
+        if spellings.next().is_some() {
+            return Err(SecretSourceError::Failed(format!(
+                "secret {secret_ref} is in the TOML file more than once, spelled in different cases"
+            )));
+        }
         match value {
             Some(toml::Value::String(text)) => SecretValue::new(text).map_err(|error| {
                 SecretSourceError::Failed(format!(
@@ -238,6 +267,10 @@ impl SecretSource for TomlFileSecretSource {
 
     async fn ping(&self) -> Result<(), SecretSourceError> {
         self.read().await.map(drop)
+    }
+
+    fn location(&self, secret_ref: &SecretRef) -> Option<String> {
+        Some(format!("the key {secret_ref:?} of {}", self.path.display()))
     }
 }
 
@@ -262,9 +295,31 @@ mod tests {
     }
 
     #[test]
-    fn env_var_names_follow_the_contract() {
-        assert_eq!(secret_env_var(&name("openai-prod")), "SIDEKEY_SECRET_OPENAI_PROD");
-        assert_eq!(secret_env_var(&name("a.b:c_d")), "SIDEKEY_SECRET_A_B_C_D");
+    fn env_var_names_are_one_to_one_with_names() {
+        assert_eq!(secret_env_var(&name("openai-prod")).as_deref(), Some("SIDEKEY_SECRET_OPENAI_PROD"));
+        assert_eq!(
+            secret_env_var(&name("OpenAI-PROD")).as_deref(),
+            Some("SIDEKEY_SECRET_OPENAI_PROD"),
+            "one name"
+        );
+        for ambiguous in ["openai_prod", "openai.prod", "openai:prod"] {
+            assert_eq!(
+                secret_env_var(&name(ambiguous)),
+                None,
+                "{ambiguous} would share openai-prod's variable"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_env_source_says_where_it_looked_and_refuses_names_it_cannot_tell_apart() {
+        let source = EnvSecretSource;
+        assert_eq!(
+            source.location(&name("openai-prod")).as_deref(),
+            Some("the environment variable SIDEKEY_SECRET_OPENAI_PROD")
+        );
+        assert_eq!(source.fetch(&name("openai_prod")).await.unwrap_err(), SecretSourceError::NotFound);
+        assert!(source.location(&name("openai_prod")).unwrap().contains("letters, digits and -"));
     }
 
     #[tokio::test]
@@ -292,8 +347,13 @@ mod tests {
         assert_eq!(source.fetch(&name("openai-prod")).await.unwrap().expose(), "sk-toml-1");
         assert_eq!(source.fetch(&name("absent")).await.unwrap_err(), SecretSourceError::NotFound);
         assert!(matches!(source.fetch(&name("number")).await, Err(SecretSourceError::Failed(_))));
-        std::fs::write(&path, "anthropic = \"sk-top-level\"\n").unwrap();
-        assert_eq!(source.fetch(&name("anthropic")).await.unwrap().expose(), "sk-top-level");
+        std::fs::write(&path, "Anthropic = \"sk-top-level\"\n").unwrap();
+        assert_eq!(source.fetch(&name("anthropic")).await.unwrap().expose(), "sk-top-level", "any case");
+        std::fs::write(&path, "Anthropic = \"sk-one\"\nanthropic = \"sk-other\"\n").unwrap();
+        let Err(SecretSourceError::Failed(cause)) = source.fetch(&name("anthropic")).await else {
+            panic!("two spellings of one name must not pick one of them")
+        };
+        assert!(cause.contains("more than once") && !cause.contains("sk-"), "{cause}");
         std::fs::write(&path, "broken = \"sk-leaky-secret\n").unwrap();
         let Err(SecretSourceError::Failed(cause)) = source.fetch(&name("broken")).await else {
             panic!("a broken file must fail")

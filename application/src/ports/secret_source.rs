@@ -38,4 +38,11 @@ pub trait SecretSource: Send + Sync + 'static {
 
     /// Whether the source can be asked now (for readiness probes).
     async fn ping(&self) -> Result<(), SecretSourceError>;
+
+    /// Where this source looks for the secret named `secret_ref` (an environment variable's name, a
+    /// file's path), for an operator reading why it was not found. MUST NOT reveal a secret.
+    fn location(&self, secret_ref: &SecretRef) -> Option<String> {
+        let _ = secret_ref;
+        None
+    }
 }
