@@ -33,6 +33,6 @@ pub use ports::{
     UserDirectory, VerifiedCredential,
 };
 pub use sessions::{
-    AdminError, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection, RevokeError, Scoping,
-    SessionService, VerifyError,
+    AdminError, IssuanceLimits, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection,
+    RevokeError, Scoping, SessionService, VerifyError,
 };

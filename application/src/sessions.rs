@@ -13,8 +13,8 @@ use sidekey_domain::{
 use crate::AUDIT_TARGET;
 use crate::callers::CascadeCheck;
 use crate::ports::{
-    Clock, DirectoryError, Grant, Lookup, RevocationTarget, SecretSource, SecretSourceError, SessionFilter,
-    SessionStore, StoreError,
+    Clock, DirectoryError, Grant, LedgerError, Lookup, RevocationTarget, SecretSource, SecretSourceError,
+    SessionFilter, SessionStore, StoreError, UsageLedger,
 };
 
 /// What a caller asks for when creating a session.
@@ -54,7 +54,10 @@ pub enum IssueError {
     InvalidTtl(#[from] TtlError),
     /// The secret source has no secret of that name.
     #[error("the secret source has no such secret")]
-    UnknownSecret,
+    UnknownSecret {
+        /// Where the source looked (a variable, a file), when it can say.
+        looked_in: Option<String>,
+    },
     /// The secret source did not answer in time.
     #[error("the secret source timed out")]
     SecretSourceTimeout,
@@ -76,6 +79,20 @@ pub enum IssueError {
     /// A limit is above its configured ceiling.
     #[error(transparent)]
     InvalidLimits(#[from] LimitError),
+    /// The metadata holds more bytes than allowed.
+    #[error("metadata: {bytes} bytes of UTF-8 over all keys and values, at most {max}")]
+    MetadataTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The configured bound (`session.max_metadata_bytes`).
+        max: usize,
+    },
+    /// The subject already has as many live sessions as allowed.
+    #[error("the user already has {max} live sessions")]
+    TooManySessions {
+        /// The configured bound (`session.max_live_per_subject`).
+        max: u64,
+    },
 }
 
 /// Why a presented token does not verify. Each reason is told to the client (RFC 6750
@@ -210,6 +227,38 @@ pub struct SessionService {
     cascade: Option<Arc<CascadeCheck>>,
     /// What sessions may be scoped within, and what they may consume.
     scoping: Scoping,
+    /// What one issuance may create.
+    issuance: IssuanceLimits,
+}
+
+/// Bounds on what one issuance may create.
+#[derive(Clone)]
+pub struct IssuanceLimits {
+    /// The most UTF-8 bytes a session's metadata may hold, keys and values together.
+    pub max_metadata_bytes: usize,
+    /// The most live sessions one subject may hold, counted in this ledger (`None`: unbounded).
+    pub max_live_per_subject: Option<(u64, Arc<dyn UsageLedger>)>,
+}
+
+impl IssuanceLimits {
+    /// 2 KiB of metadata (a few labels; 16 entries of 256 four-byte characters would be 32 KiB a
+    /// session), no bound on live sessions.
+    pub const DEFAULT_MAX_METADATA_BYTES: usize = 2048;
+}
+
+impl Default for IssuanceLimits {
+    fn default() -> Self {
+        Self { max_metadata_bytes: Self::DEFAULT_MAX_METADATA_BYTES, max_live_per_subject: None }
+    }
+}
+
+impl std::fmt::Debug for IssuanceLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuanceLimits")
+            .field("max_metadata_bytes", &self.max_metadata_bytes)
+            .field("max_live_per_subject", &self.max_live_per_subject.as_ref().map(|(max, _)| max))
+            .finish()
+    }
 }
 
 /// The configuration a session's scope and limits must stay within.
@@ -237,7 +286,15 @@ impl SessionService {
             counters: Counters::new(),
             cascade: None,
             scoping: Scoping::default(),
+            issuance: IssuanceLimits::default(),
         }
+    }
+
+    /// Bounds issuances by `issuance` (by default: 2 KiB of metadata, no bound on live sessions).
+    #[must_use]
+    pub fn with_issuance_limits(mut self, issuance: IssuanceLimits) -> Self {
+        self.issuance = issuance;
+        self
     }
 
     /// Scopes and limits sessions within `scoping` (by default: no upstream to scope to, no limit).
@@ -273,10 +330,16 @@ impl SessionService {
     #[tracing::instrument(skip_all, fields(secret_key_id = %request.secret_ref))]
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued, IssueError> {
         let ttl = self.policy.ttl(request.ttl_seconds)?;
+        let (bytes, max) = (request.metadata.byte_len(), self.issuance.max_metadata_bytes);
+        if bytes > max {
+            return Err(IssueError::MetadataTooLarge { bytes, max });
+        }
         request.scope.check_within(&request.secret_ref, &self.scoping.upstreams)?;
         let limits = self.scoping.limits.resolve(&request.limits)?;
         let secret = self.secrets.fetch(&request.secret_ref).await.map_err(|error| match error {
-            SecretSourceError::NotFound => IssueError::UnknownSecret,
+            SecretSourceError::NotFound => {
+                IssueError::UnknownSecret { looked_in: self.secrets.location(&request.secret_ref) }
+            }
             SecretSourceError::Timeout(_) => IssueError::SecretSourceTimeout,
             SecretSourceError::Failed(cause) => IssueError::SecretSourceFailed(cause),
             SecretSourceError::Unavailable(cause) => IssueError::SecretSourceUnavailable(cause),
@@ -299,12 +362,18 @@ impl SessionService {
             None => session,
         }
         .scoped(request.scope, limits);
+        let counted = self.count_live(&session).await?;
         let grant = Grant { session: session.clone(), secret: Arc::new(secret) };
-        self.store.insert(&keys, grant).await.map_err(|error| match error {
-            StoreError::Unavailable(cause) => IssueError::StoreUnavailable(cause),
-            // 2^-256 odds: a fresh token colliding means the randomness is broken, so fail loudly.
-            StoreError::Conflict => IssueError::StoreUnavailable("token digest collision".into()),
-        })?;
+        if let Err(error) = self.store.insert(&keys, grant).await {
+            if counted {
+                self.release_live(&session).await;
+            }
+            return Err(match error {
+                StoreError::Unavailable(cause) => IssueError::StoreUnavailable(cause),
+                // 2^-256 odds: a fresh token colliding means the randomness is broken, so fail loudly.
+                StoreError::Conflict => IssueError::StoreUnavailable("token digest collision".into()),
+            });
+        }
         self.counters.issued.increment(1);
         tracing::info!(
             target: AUDIT_TARGET,
@@ -386,6 +455,7 @@ impl SessionService {
             return Err(self.refuse(Rejection::Revoked, Some(&digest), "revoke"));
         }
         count_revocations("self", 1);
+        self.release_live(&grant.session).await;
         tracing::info!(
             target: AUDIT_TARGET,
             event = "session.revoked",
@@ -461,6 +531,30 @@ impl SessionService {
             revoked,
         );
         Ok(revoked)
+    }
+
+    /// Counts a new session against its subject's bound on live sessions; whether it was counted.
+    async fn count_live(&self, session: &Session) -> Result<bool, IssueError> {
+        let (Some((max, ledger)), Some(subject)) = (&self.issuance.max_live_per_subject, session.subject())
+        else {
+            return Ok(false);
+        };
+        match ledger.admit_session(subject, session.id(), session.expires_at(), *max, self.clock.now()).await
+        {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(IssueError::TooManySessions { max: *max }),
+            Err(LedgerError::Unavailable(cause)) => Err(IssueError::StoreUnavailable(cause)),
+        }
+    }
+
+    /// Frees the place a session took among its subject's live sessions (it ended early); a failure
+    /// leaves it counted until the session's expiry.
+    async fn release_live(&self, session: &Session) {
+        if let (Some((_, ledger)), Some(subject)) = (&self.issuance.max_live_per_subject, session.subject())
+            && let Err(error) = ledger.release_session(subject, session.id()).await
+        {
+            tracing::warn!(%error, "a session's place among its subject's live sessions stays taken until it expires");
+        }
     }
 
     /// Asks every dependency whether it can serve.

@@ -30,9 +30,9 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sidekey_application::Budgets;
+use sidekey_application::{Budgets, IssuanceLimits};
 use sidekey_domain::{Limits, LimitsParts, LimitsPolicy, SecretKeyLimits, SessionPolicy, SubjectLimits};
-use sidekey_http::{CorsConfig, HttpConfig, UpstreamSettings};
+use sidekey_http::{AdminCredential, CorsConfig, HttpConfig, UpstreamSettings};
 use sidekey_local::LocalSource;
 pub use sidekey_settings::Secret;
 
@@ -106,6 +106,11 @@ pub struct SessionConfig {
     pub max_ttl_seconds: u64,
     /// A refresh never extends a session past `issued_at` + this many seconds.
     pub max_lifetime_seconds: u64,
+    /// The most UTF-8 bytes a session's metadata may hold, keys and values together.
+    pub max_metadata_bytes: usize,
+    /// The most live sessions one subject (the verified caller, else `subject`) may hold; unset: no
+    /// bound. Past it, 429 `quota_exceeded`.
+    pub max_live_per_subject: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -116,6 +121,8 @@ impl Default for SessionConfig {
             min_ttl_seconds: policy.min_ttl().as_secs(),
             max_ttl_seconds: policy.max_ttl().as_secs(),
             max_lifetime_seconds: policy.max_lifetime().as_secs(),
+            max_metadata_bytes: IssuanceLimits::DEFAULT_MAX_METADATA_BYTES,
+            max_live_per_subject: None,
         }
     }
 }
@@ -293,8 +300,41 @@ pub struct BridgeSection {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct AdminConfig {
-    /// The admin API's bearer token; unset: the admin API is off.
+    /// The admin API's bearer token (at least 32 bytes); unset: the admin API is off.
     pub token: Option<Secret>,
+    /// Address (`HOST:PORT`) of a second listener that alone serves the admin API and `/metrics`; unset:
+    /// they are served on `listen` with the rest.
+    pub listen: Option<String>,
+}
+
+impl AdminConfig {
+    /// The shortest admin token accepted: 32 bytes, as `openssl rand -hex 16` prints.
+    pub const MIN_TOKEN_BYTES: usize = 32;
+
+    /// The admin credential, if the admin API is on.
+    ///
+    /// # Errors
+    /// When the token is shorter than [`Self::MIN_TOKEN_BYTES`]: a guessable token guards revocation of
+    /// every session and everyone's usage.
+    pub fn credential(&self) -> anyhow::Result<Option<AdminCredential>> {
+        let Some(token) = &self.token else { return Ok(None) };
+        let length = token.expose().len();
+        if length < Self::MIN_TOKEN_BYTES {
+            bail!(
+                "admin.token is {length} bytes long; it must be at least {} (e.g. `openssl rand -hex 32`)",
+                Self::MIN_TOKEN_BYTES
+            );
+        }
+        Ok(Some(AdminCredential::new(token.expose())))
+    }
+
+    /// Where the admin listener listens, when there is one.
+    ///
+    /// # Errors
+    /// When `admin.listen` is not `HOST:PORT`, or the host resolves to nothing.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.listen.as_deref().map(|listen| resolve("admin.listen", listen)).transpose()
+    }
 }
 
 /// Who may create sessions (`auth.mode`).
@@ -499,12 +539,17 @@ impl Config {
     /// # Errors
     /// When `listen` is not `HOST:PORT`, or the host resolves to nothing.
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        let invalid = || format!("listen = {:?} is not HOST:PORT", self.listen);
-        if let Ok(addr) = self.listen.parse() {
-            return Ok(addr);
-        }
-        self.listen.to_socket_addrs().with_context(invalid)?.next().with_context(invalid)
+        resolve("listen", &self.listen)
     }
+}
+
+/// The first address `listen` (the setting `key`) resolves to: an IP address as is, a host name looked up.
+fn resolve(key: &str, listen: &str) -> anyhow::Result<SocketAddr> {
+    let invalid = || format!("{key} = {listen:?} is not HOST:PORT");
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen.to_socket_addrs().with_context(invalid)?.next().with_context(invalid)
 }
 
 /// A URL fit for a log line or a printed configuration: a password in `redis://user:password@host`

@@ -23,13 +23,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sidekey_application::{
-    CallerAuthenticator, CascadeCheck, Clock, Metering, Scoping, SecretSource, SessionService, SessionStore,
-    UsageLedger,
+    CallerAuthenticator, CascadeCheck, Clock, IssuanceLimits, Metering, Scoping, SecretSource,
+    SessionService, SessionStore, UsageLedger,
 };
 use sidekey_domain::SecretRef;
-use sidekey_http::{self as http, AdminCredential, HttpApp, HttpState, MetricsRenderer, Proxy};
+use sidekey_http::{self as http, HttpApp, HttpSettings, HttpState, MetricsRenderer, Proxy, Surface};
 use sidekey_local::{InMemorySessionStore, InMemoryUsageLedger, SystemClock};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
@@ -40,7 +40,7 @@ use config::{AuthMode, SecretsSource, StoreUrl};
 ///
 /// # Errors
 /// When the configuration asks for something contradictory or not available in this build.
-pub async fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<HttpApp> {
+pub async fn build(config: &Config, metrics: Option<MetricsRenderer>) -> anyhow::Result<HttpApps> {
     build_on(config, metrics, Arc::new(SystemClock)).await
 }
 
@@ -54,7 +54,7 @@ pub async fn build_on(
     config: &Config,
     metrics: Option<MetricsRenderer>,
     clock: Arc<dyn Clock>,
-) -> anyhow::Result<HttpApp> {
+) -> anyhow::Result<HttpApps> {
     let policy = config.session_policy()?;
     let store = session_store(config, clock.clone()).await?;
     let secrets = secret_source(config, clock.clone()).await?;
@@ -75,13 +75,16 @@ pub async fn build_on(
         upstreams: proxy.as_ref().map(Proxy::policies).unwrap_or_default(),
         limits: config.limits.policy().context("invalid [limits]")?,
     };
-    let metering = Arc::new(Metering::new(
-        usage_ledger(config, clock.clone()).await?,
-        clock.clone(),
-        config.limits.budgets().context("invalid [limits]")?,
-    ));
-    let mut service =
-        SessionService::new(store, secrets.source.clone(), clock.clone(), policy).with_scoping(scoping);
+    let ledger = usage_ledger(config, clock.clone()).await?;
+    let issuance = IssuanceLimits {
+        max_metadata_bytes: config.session.max_metadata_bytes,
+        max_live_per_subject: config.session.max_live_per_subject.map(|max| (max, ledger.clone())),
+    };
+    let metering =
+        Arc::new(Metering::new(ledger, clock.clone(), config.limits.budgets().context("invalid [limits]")?));
+    let mut service = SessionService::new(store, secrets.source.clone(), clock.clone(), policy)
+        .with_scoping(scoping)
+        .with_issuance_limits(issuance);
     let callers = caller_authentication(config, clock.clone())?;
     if let Some(callers) = &callers
         && let Some(cascade) = &callers.cascade
@@ -92,14 +95,30 @@ pub async fn build_on(
     secrets.listen_for_rotations(clock, &sessions);
     let state = Arc::new(HttpState {
         sessions,
-        admin: config.admin.token.as_ref().map(|token| AdminCredential::new(token.expose())),
+        admin: config.admin.credential()?,
         metrics,
         proxy,
         cors,
         callers: callers.map(|callers| callers.authenticator),
         metering,
+        issue_rate: config.http.issue_limiter(),
     });
-    Ok(http::app(state, config.http.settings().context("invalid [http]")?))
+    let settings = config.http.settings().context("invalid [http]")?;
+    if config.admin.listen.is_none() {
+        return Ok(HttpApps { public: http::app(state, settings), admin: None });
+    }
+    Ok(HttpApps {
+        public: http::app(state.clone(), HttpSettings { surface: Surface::Public, ..settings.clone() }),
+        admin: Some(http::app(state, HttpSettings { surface: Surface::Admin, ..settings })),
+    })
+}
+
+/// The applications of the listeners: `listen`, and `admin.listen` when set.
+pub struct HttpApps {
+    /// Every route, or (with an admin listener) every route but the admin API and `/metrics`.
+    pub public: HttpApp,
+    /// The admin API, `/metrics` and the health checks, when `admin.listen` is set.
+    pub admin: Option<HttpApp>,
 }
 
 /// Who may create sessions, and the cascade to the user directory when there is one.
@@ -301,7 +320,9 @@ mod bus;
 pub struct RunningServer {
     /// The address it listens on (the real port when the configuration said port 0).
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// The admin listener's address, when `admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -317,7 +338,7 @@ impl RunningServer {
     /// When the server failed.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(true);
         }
         (&mut self.task).await.context("server task panicked")?.context("server failed")
     }
@@ -340,18 +361,40 @@ pub async fn spawn_on(
     metrics: Option<MetricsRenderer>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<RunningServer> {
-    let app = build_on(config, metrics, clock).await?;
-    let addr = config.listen_addr()?;
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr().context("the listener has no TCP address")?;
-    let (shutdown, signal) = oneshot::channel::<()>();
-    let grace = config.http.shutdown_grace();
-    let stop = async move {
-        let _ = signal.await;
+    let apps = build_on(config, metrics, clock).await?;
+    let listener = bind(config.listen_addr()?).await?;
+    let addr = listener.local_addr().context("the listener has no TCP address")?;
+    let admin = match (apps.admin, config.admin.listen_addr()?) {
+        (Some(app), Some(admin_addr)) => Some((bind(admin_addr).await?, app)),
+        _ => None,
     };
-    let task = tokio::spawn(http::serve(listener, app, stop, grace));
-    Ok(RunningServer { addr: local, shutdown: Some(shutdown), task })
+    let admin_addr =
+        admin.as_ref().map(|(listener, _)| listener.local_addr()).transpose().context("no admin address")?;
+    let (shutdown, signal) = watch::channel(false);
+    let grace = config.http.shutdown_grace();
+    // Both listeners stop on the one signal (or when the sender is dropped).
+    let stopping = move || {
+        let mut signal = signal.clone();
+        async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        }
+    };
+    let task = tokio::spawn(async move {
+        let public = http::serve(listener, apps.public, stopping(), grace);
+        match admin {
+            None => public.await,
+            Some((admin_listener, admin_app)) => {
+                let admin = http::serve(admin_listener, admin_app, stopping(), grace);
+                let (public, admin) = tokio::join!(public, admin);
+                public.and(admin)
+            }
+        }
+    });
+    Ok(RunningServer { addr, admin_addr, shutdown: Some(shutdown), task })
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// Runs the server until `stop` completes, then shuts down gracefully.
@@ -366,6 +409,7 @@ pub async fn serve(
     let server = spawn(config, metrics).await?;
     tracing::info!(
         addr = %server.addr,
+        admin_addr = ?server.admin_addr,
         store = %config.store.url,
         secrets = %config.secrets.source,
         admin_api = config.admin.token.is_some(),

@@ -133,7 +133,7 @@ impl Bus {
         config.secrets.prefix = self.prefix.clone();
         config.secrets.bus.timeout_ms = timeout_ms;
         config.bridge.secret = Some(secret(&self.bridge_secret));
-        config.admin.token = Some(secret("admin-token-for-bridge-tests"));
+        config.admin.token = Some(secret("admin-token-for-bridge-tests-0123456789"));
         let running = sidekey::spawn(&config, None).await.expect("the server starts");
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap();
         Server { base: running.url(), client, running: Some(running) }
@@ -254,7 +254,7 @@ impl Server {
         let response = self
             .client
             .get(format!("{}/v1/admin/sessions", self.base))
-            .bearer_auth("admin-token-for-bridge-tests")
+            .bearer_auth("admin-token-for-bridge-tests-0123456789")
             .send()
             .await
             .unwrap();

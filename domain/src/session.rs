@@ -217,6 +217,11 @@ impl Metadata {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The UTF-8 bytes of every key and value together: what a store keeps for them.
+    pub fn byte_len(&self) -> usize {
+        self.0.iter().map(|(key, value)| key.len() + value.len()).sum()
+    }
 }
 
 /// Longest sign-in session id accepted, in bytes.

@@ -50,6 +50,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The configured admin token, when the admin API is enabled.
     pub admin_token: Option<String>,
+    /// The admin listener's base URL, when `admin.listen` is set.
+    pub admin_base: Option<String>,
     /// The real key of [`SECRET_KEY_ID`]: `sk-live-` and random hex, so it cannot appear by chance.
     pub real_key: String,
     /// The real key of [`OTHER_SECRET_KEY_ID`].
@@ -119,6 +121,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         base: server.url(),
         client,
         admin_token: config.admin.token.as_ref().map(|token| token.expose().to_owned()),
+        admin_base: server.admin_addr.map(|addr| format!("http://{addr}")),
         real_key,
         other_real_key,
         secrets_dir,

@@ -36,6 +36,10 @@ fn jwt(sub: &str, email: &str, secret: &str, expires_in: i64) -> String {
 }
 
 async fn jwt_app(directory: Option<(&str, &str)>) -> TestApp {
+    jwt_app_with(directory, |_| {}).await
+}
+
+async fn jwt_app_with(directory: Option<(&str, &str)>, tweak: impl FnOnce(&mut sidekey::Config)) -> TestApp {
     spawn_app_with(|config| {
         config.auth.mode = AuthMode::Jwt;
         config.auth.jwt.hs256_secret = Some(secret(HS256_SECRET));
@@ -49,6 +53,7 @@ async fn jwt_app(directory: Option<(&str, &str)>) -> TestApp {
             config.directory.connect_timeout_ms = 500;
             config.directory.query_timeout_ms = 500;
         }
+        tweak(config);
     })
     .await
 }
@@ -296,5 +301,25 @@ async fn with_the_directory_unreachable_issuance_answers_503_directory_unavailab
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let ready = app.request(Method::GET, "/readyz", None).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subject_holds_at_most_its_live_sessions_and_gets_one_back_by_revoking() {
+    let app = jwt_app_with(None, |config| config.session.max_live_per_subject = Some(2)).await;
+    let ada = jwt("user_ada", "ada@example.com", HS256_SECRET, 600);
+    let first: Value = issue_as(&app, Some(&ada)).await.json().await.unwrap();
+    assert_eq!(issue_as(&app, Some(&ada)).await.status(), 201);
+    let refused = assert_problem(issue_as(&app, Some(&ada)).await, 429, "quota_exceeded").await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("DELETE /v1/session"),
+        "says how to free one: {refused}"
+    );
+    let grace = jwt("user_grace", "grace@example.com", HS256_SECRET, 600);
+    assert_eq!(issue_as(&app, Some(&grace)).await.status(), 201, "another subject is not affected");
+
+    assert_eq!(app.revoke(first["token"].as_str().unwrap()).await.status(), 204);
+    assert_eq!(issue_as(&app, Some(&ada)).await.status(), 201, "the revoked session's place is free again");
+    assert_problem(issue_as(&app, Some(&ada)).await, 429, "quota_exceeded").await;
     app.shutdown().await;
 }

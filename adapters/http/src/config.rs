@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cors::{CorsConfigError, CorsSettings};
 use crate::rate_limit::FailureQuota;
-use crate::{HttpSettings, UpstreamSettings};
+use crate::{HttpSettings, IssueLimiter, Surface, UpstreamSettings};
 
 /// `[http]`: limits of the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -28,6 +28,11 @@ pub struct HttpConfig {
     /// Behind a trusted reverse proxy, the header holding the client's address (`x-forwarded-for`: its
     /// last entry; `x-real-ip`); unset: the TCP peer. Never set it when clients reach sidekey directly.
     pub client_address_header: Option<String>,
+    /// Whether `/docs` (the interactive page) and `/openapi.json` are served.
+    pub docs: bool,
+    /// Sessions one client address may create per minute (`POST /v1/sessions`, a burst of the whole
+    /// minute's allowance); past it, 429 `rate_limited`. 0 turns the limit off.
+    pub issue_per_client_per_minute: u32,
 }
 
 /// Default `failed_requests_per_second`: a client that mistypes a token now and then is never limited;
@@ -35,6 +40,9 @@ pub struct HttpConfig {
 const DEFAULT_FAILED_PER_SECOND: u32 = 20;
 /// Default `failed_requests_burst`: room for a page that retries a batch of calls with a stale token.
 const DEFAULT_FAILED_BURST: u32 = 100;
+/// Default `issue_per_client_per_minute`: an app backend issuing for all its users from one address
+/// creates far fewer than 6,000 sessions a minute (100 a second); a flooder creates thousands a second.
+const DEFAULT_ISSUE_PER_CLIENT_PER_MINUTE: u32 = 6000;
 /// Default `shutdown_grace_seconds`: a streamed answer of a few dozen seconds still finishes.
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -46,6 +54,8 @@ impl Default for HttpConfig {
             failed_requests_per_second: DEFAULT_FAILED_PER_SECOND,
             failed_requests_burst: DEFAULT_FAILED_BURST,
             client_address_header: None,
+            issue_per_client_per_minute: DEFAULT_ISSUE_PER_CLIENT_PER_MINUTE,
+            docs: true,
         }
     }
 }
@@ -86,7 +96,18 @@ impl HttpConfig {
                     .map_err(|_| HttpConfigError::ClientAddressHeader(name.to_owned()))
             })
             .transpose()?;
-        Ok(HttpSettings { body_limit: self.body_limit_bytes, failure_quota, client_address_header })
+        Ok(HttpSettings {
+            body_limit: self.body_limit_bytes,
+            failure_quota,
+            client_address_header,
+            docs: self.docs,
+            surface: Surface::All,
+        })
+    }
+
+    /// The issuance limiter, when on.
+    pub fn issue_limiter(&self) -> Option<IssueLimiter> {
+        NonZeroU32::new(self.issue_per_client_per_minute).map(IssueLimiter::new)
     }
 
     /// How long in-flight requests may take to finish on shutdown.

@@ -19,6 +19,7 @@
 //!   answer, shared by the route and the server's fast path.
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
 //! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
+//! - [`issue_rate`]: the rate of `POST /v1/sessions` per client address.
 //! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
 //! - [`server`]: the connections, and a valid `GET /v1/auth/verify` answered before poem.
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod api;
 pub mod config;
 pub mod cors;
 pub mod forward_auth;
+pub mod issue_rate;
 pub mod middleware;
 pub mod problem;
 pub mod proxy;
@@ -41,6 +43,7 @@ use sidekey_application::{CallerAuthenticator, Metering, SessionService};
 
 pub use api::auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
+pub use issue_rate::IssueLimiter;
 pub use rate_limit::{FailureLimiter, FailureQuota};
 pub use server::{HttpApp, serve};
 
@@ -66,6 +69,32 @@ pub struct HttpState {
     pub callers: Option<Arc<CallerAuthenticator>>,
     /// Limited sessions' requests admitted and metered.
     pub metering: Arc<Metering>,
+    /// `POST /v1/sessions` per client address; `None`: unlimited.
+    pub issue_rate: Option<IssueLimiter>,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Surface {
+    /// Every route (no separate admin listener).
+    #[default]
+    All,
+    /// Every route but the admin API and `/metrics` (they are served on the admin listener).
+    Public,
+    /// Only the admin API, `/metrics` and the health checks (`admin.listen`).
+    Admin,
+}
+
+impl Surface {
+    /// Whether this listener serves `path`.
+    pub fn serves(self, path: &str) -> bool {
+        let admin = path == "/v1/admin" || path.starts_with("/v1/admin/") || path == "/metrics";
+        match self {
+            Self::All => true,
+            Self::Public => !admin,
+            Self::Admin => admin || path == "/healthz" || path == "/readyz",
+        }
+    }
 }
 
 /// Limits of the HTTP layer.
@@ -77,6 +106,10 @@ pub struct HttpSettings {
     pub failure_quota: Option<FailureQuota>,
     /// The header a trusted reverse proxy puts the client's address in; `None` uses the TCP peer.
     pub client_address_header: Option<poem::http::HeaderName>,
+    /// Whether `/docs` and `/openapi.json` are served.
+    pub docs: bool,
+    /// Which routes this listener serves.
+    pub surface: Surface,
 }
 
 impl HttpSettings {
@@ -87,7 +120,13 @@ impl HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { body_limit: Self::DEFAULT_BODY_LIMIT, failure_quota: None, client_address_header: None }
+        Self {
+            body_limit: Self::DEFAULT_BODY_LIMIT,
+            failure_quota: None,
+            client_address_header: None,
+            docs: true,
+            surface: Surface::All,
+        }
     }
 }
 
@@ -129,7 +168,8 @@ pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> HttpApp {
     let limiter = settings
         .failure_quota
         .map(|quota| Arc::new(FailureLimiter::new(quota, settings.client_address_header.clone())));
-    HttpApp::new(endpoint(state.clone(), settings, limiter.clone()).boxed(), state, limiter)
+    let surface = settings.surface;
+    HttpApp::new(endpoint(state.clone(), settings, limiter.clone()).boxed(), state, limiter, surface)
 }
 
 fn endpoint(
@@ -138,12 +178,12 @@ fn endpoint(
     limiter: Option<Arc<FailureLimiter>>,
 ) -> impl Endpoint<Output = poem::Response> + 'static {
     let service = openapi_service();
-    let spec = service.spec_endpoint();
-    let docs = service.swagger_ui();
-    Route::new()
+    let mut route = Route::new();
+    if settings.docs {
+        route = route.at("/openapi.json", service.spec_endpoint()).nest("/docs", service.swagger_ui());
+    }
+    route
         .nest("/", service.into_endpoint())
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
         // Unstripped: the route reads the path below the prefix exactly as the client encoded it.
         .nest_no_strip(proxy::route::PROXY_PREFIX, proxy::route::ProxyRoute::Named)
         .nest_no_strip(proxy::route::CHATKIT_PREFIX, proxy::route::ProxyRoute::ChatKit)

@@ -7,10 +7,10 @@ use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 
-use crate::HttpState;
 use crate::forward_auth::{finish, latency_histogram};
 use crate::problem::{ApiError, ErrorCode, problem_from_poem_error};
 use crate::rate_limit::FailureLimiter;
+use crate::{HttpSettings, HttpState};
 
 /// Turns every error into problem+json, keeps token-bearing answers out of caches, hides the admin API
 /// when it is disabled, refuses clients over their quota of failed requests, and records the request's
@@ -21,6 +21,8 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
     let under_api = path.starts_with("/v1/");
     let admin_disabled = path.starts_with("/v1/admin")
         && request.data::<Arc<HttpState>>().is_some_and(|state| state.admin.is_none());
+    // A route another listener serves is not found here (the admin API and /metrics on `admin.listen`).
+    let elsewhere = request.data::<HttpSettings>().is_some_and(|settings| !settings.surface.serves(path));
     // Health, readiness and metrics stay answerable whatever a client did on the API.
     let limited = request
         .data::<Option<Arc<FailureLimiter>>>()
@@ -35,6 +37,8 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
         rate_limited(wait)
     } else if admin_disabled {
         ApiError::new(ErrorCode::NotFound, "the admin API is disabled").into_response()
+    } else if elsewhere {
+        ApiError::new(ErrorCode::NotFound, "no such route").into_response()
     } else {
         match next.call(request).await {
             Ok(response) => response.into_response(),

@@ -334,8 +334,15 @@ impl From<IssueError> for ApiError {
     fn from(error: IssueError) -> Self {
         match error {
             IssueError::InvalidTtl(error) => Self::new(ErrorCode::ValidationFailed, error.to_string()),
-            IssueError::UnknownSecret => {
-                Self::new(ErrorCode::UnknownSecretKeyId, "the secret source has no secret of that name")
+            IssueError::UnknownSecret { looked_in } => {
+                let detail = match looked_in {
+                    Some(place) => {
+                        tracing::info!(looked_in = %place, "the secret source has no secret of that name");
+                        format!("the secret source has no secret of that name (looked for {place})")
+                    }
+                    None => "the secret source has no secret of that name".to_owned(),
+                };
+                Self::new(ErrorCode::UnknownSecretKeyId, detail)
             }
             IssueError::SecretSourceTimeout => {
                 Self::new(ErrorCode::SecretSourceTimeout, "the secret source did not answer in time")
@@ -364,6 +371,11 @@ impl From<IssueError> for ApiError {
             }
             IssueError::InvalidScope(error) => Self::new(ErrorCode::ValidationFailed, error.to_string()),
             IssueError::InvalidLimits(error) => Self::new(ErrorCode::ValidationFailed, error.to_string()),
+            IssueError::MetadataTooLarge { .. } => Self::new(ErrorCode::ValidationFailed, error.to_string()),
+            IssueError::TooManySessions { .. } => Self::new(
+                ErrorCode::QuotaExceeded,
+                format!("{error}: end one (DELETE /v1/session) or wait for one to expire"),
+            ),
         }
     }
 }

@@ -178,7 +178,7 @@ impl std::fmt::Debug for FailureLimiter {
 }
 
 /// The key an address is limited under: IPv4 (also when mapped into IPv6) as is, IPv6 by its /64.
-fn limiting_key(address: IpAddr) -> IpAddr {
+pub(crate) fn limiting_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

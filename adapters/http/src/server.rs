@@ -33,10 +33,10 @@ use poem::{Endpoint, Response};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::HttpState;
 use crate::api::auth::PriorVerification;
 use crate::forward_auth::{VerifiedHeaders, checks_the_forwarded_route, finish, latency_histogram};
 use crate::rate_limit::FailureLimiter;
+use crate::{HttpState, Surface};
 
 /// The body type hyper sends: poem's, so its answers and the fast path's share one connection type.
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
@@ -54,7 +54,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The HTTP application: poem's endpoint for every route, and the fast path in front of it.
 pub struct HttpApp {
     endpoint: BoxEndpoint<'static, Response>,
-    forward_auth: ForwardAuth,
+    /// `None` on a listener that does not serve forward-auth (the admin listener).
+    forward_auth: Option<ForwardAuth>,
 }
 
 impl HttpApp {
@@ -62,8 +63,11 @@ impl HttpApp {
         endpoint: BoxEndpoint<'static, Response>,
         state: Arc<HttpState>,
         limiter: Option<Arc<FailureLimiter>>,
+        surface: Surface,
     ) -> Self {
-        Self { endpoint, forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() } }
+        let forward_auth =
+            surface.serves(VERIFY_PATH).then(|| ForwardAuth { state, limiter, latency: OnceLock::new() });
+        Self { endpoint, forward_auth }
     }
 
     /// Answers one request from `peer` that arrived on `local`.
@@ -73,9 +77,12 @@ impl HttpApp {
         local: SocketAddr,
         peer: SocketAddr,
     ) -> Response {
-        let request = match self.forward_auth.answer(request, peer).await {
-            Ok(response) => return response,
-            Err(request) => request,
+        let request = match &self.forward_auth {
+            Some(forward_auth) => match forward_auth.answer(request, peer).await {
+                Ok(response) => return response,
+                Err(request) => request,
+            },
+            None => request,
         };
         let request = poem::Request::from((
             request,
@@ -304,6 +311,7 @@ mod tests {
                 Arc::new(SystemClock),
                 Budgets::default(),
             )),
+            issue_rate: None,
         });
         Fixture { forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() }, token, session }
     }

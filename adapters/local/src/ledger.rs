@@ -124,6 +124,8 @@ enum Rate {
 #[derive(Debug, Default)]
 struct State {
     counters: HashMap<Key, Counter>,
+    /// Each subject's live sessions, until when (`max_live_per_subject`).
+    live: HashMap<Subject, HashMap<SessionId, SystemTime>>,
     /// GCRA: each rate's theoretical arrival time.
     rates: HashMap<Rate, SystemTime>,
     admissions: u64,
@@ -330,6 +332,35 @@ impl UsageLedger for InMemoryUsageLedger {
         Ok(AccountUsage { day: totals(Period::Day), month: totals(Period::Month) })
     }
 
+    async fn admit_session(
+        &self,
+        subject: &Subject,
+        session: SessionId,
+        expires_at: SystemTime,
+        max_live: u64,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        let mut state = self.state();
+        let live = state.live.entry(subject.clone()).or_default();
+        live.retain(|_, until| *until > now);
+        if !live.contains_key(&session) && live.len() as u64 >= max_live {
+            return Ok(false);
+        }
+        live.insert(session, expires_at);
+        Ok(true)
+    }
+
+    async fn release_session(&self, subject: &Subject, session: SessionId) -> Result<(), LedgerError> {
+        let mut state = self.state();
+        if let Some(live) = state.live.get_mut(subject) {
+            live.remove(&session);
+            if live.is_empty() {
+                state.live.remove(subject);
+            }
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), LedgerError> {
         Ok(())
     }
@@ -342,6 +373,10 @@ fn sweep(state: &mut State, now: SystemTime) {
         counter.forget_at.is_none_or(|at| at > now) || !counter.reservations.is_empty()
     });
     state.rates.retain(|_, tat| *tat > now);
+    state.live.retain(|_, live| {
+        live.retain(|_, until| *until > now);
+        !live.is_empty()
+    });
 }
 
 fn getrandom_u64() -> u64 {

@@ -104,10 +104,12 @@ use sidekey_application::ports::{
     Remaining, Reservation, SessionUsage, UsageLedger, WindowTotals,
 };
 use sidekey_application::{Clock, ENDED_SESSION_RETENTION};
-use sidekey_domain::{Period, SessionId, TokenUsage};
+use sidekey_domain::{Period, SessionId, Subject, TokenUsage};
 
 use self::keys::{CounterKeys, LedgerKeys};
-use self::scripts::{AccountKeys, Admit, CounterTerms, LedgerScripts, Now, Rate, Release, Settle};
+use self::scripts::{
+    AccountKeys, Admit, AdmitSession, CounterTerms, LedgerScripts, Now, Rate, Release, Settle,
+};
 use crate::connection::{ConfigError, Connector, Unavailable};
 use crate::store::RedisStoreSettings;
 use crate::store::keys::{duration_nanos, millis_ceil, nanos};
@@ -526,6 +528,39 @@ impl UsageLedger for RedisUsageLedger {
             Some([a, b, c, d, e, f]) => Ok(AccountUsage { day: totals([a, b, c]), month: totals([d, e, f]) }),
             None => Err(LedgerError::Unavailable("unexpected answer reading an account's usage".to_owned())),
         }
+    }
+
+    async fn admit_session(
+        &self,
+        subject: &Subject,
+        session: SessionId,
+        expires_at: SystemTime,
+        max_live: u64,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        let live = self.inner.keys.subject_live(subject);
+        let id = session.to_string();
+        let millis = |at: SystemTime| {
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        };
+        let args = AdmitSession {
+            live: &live,
+            now_ms: millis(now),
+            max_live,
+            session: &id,
+            expires_ms: millis(expires_at),
+        };
+        let counted: i64 =
+            self.inner.redis.script("admit a session", &self.inner.scripts.admit_session(&args)).await?;
+        Ok(counted == 1)
+    }
+
+    async fn release_session(&self, subject: &Subject, session: SessionId) -> Result<(), LedgerError> {
+        let mut remove = redis::cmd("ZREM");
+        remove.arg(self.inner.keys.subject_live(subject)).arg(session.to_string());
+        let _: Value = self.inner.redis.query("release a session", &remove).await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

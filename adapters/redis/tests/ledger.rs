@@ -153,6 +153,21 @@ impl UsageLedger for TestLedger {
         self.ledger.account_usage(account, now).await
     }
 
+    async fn admit_session(
+        &self,
+        subject: &Subject,
+        session: SessionId,
+        expires_at: SystemTime,
+        max_live: u64,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        self.ledger.admit_session(subject, session, expires_at, max_live, now).await
+    }
+
+    async fn release_session(&self, subject: &Subject, session: SessionId) -> Result<(), LedgerError> {
+        self.ledger.release_session(subject, session).await
+    }
+
     async fn ping(&self) -> Result<(), LedgerError> {
         self.ledger.ping().await
     }

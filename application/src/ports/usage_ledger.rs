@@ -204,6 +204,21 @@ pub trait UsageLedger: Send + Sync + 'static {
     /// A subject's or key's totals for the day and month containing `now`.
     async fn account_usage(&self, account: &Account, now: SystemTime) -> Result<AccountUsage, LedgerError>;
 
+    /// Counts a new `session` of `subject`, live until `expires_at`, against at most `max_live` live
+    /// sessions of that subject: `false` (nothing counted) when `max_live` already live at `now`. Atomic,
+    /// like [`admit`](UsageLedger::admit): concurrent issuances never pass `max_live` together.
+    async fn admit_session(
+        &self,
+        subject: &Subject,
+        session: SessionId,
+        expires_at: SystemTime,
+        max_live: u64,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError>;
+
+    /// Stops counting `session` of `subject`: it ended before its expiry (revoked, or never stored).
+    async fn release_session(&self, subject: &Subject, session: SessionId) -> Result<(), LedgerError>;
+
     /// Whether the ledger can be asked now (readiness).
     async fn ping(&self) -> Result<(), LedgerError>;
 }

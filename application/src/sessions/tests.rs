@@ -275,11 +275,18 @@ async fn issue_refuses_a_ttl_out_of_bounds_without_asking_the_secret_source_or_t
 async fn issue_reports_an_unknown_secret_and_stores_nothing() {
     let mut store = MockSessionStore::new();
     store.expect_insert().never();
-    let service = service_of(store, secrets_answering(|| Err(SecretSourceError::NotFound)), clock_at(at(0)));
+    let mut secrets = secrets_answering(|| Err(SecretSourceError::NotFound));
+    secrets.expect_location().returning(|name| Some(format!("the file /keys/{name}")));
+    let service = service_of(store, secrets, clock_at(at(0)));
 
     let error = service.issue(request(None)).await.unwrap_err();
 
-    assert!(matches!(error, IssueError::UnknownSecret), "{error:?}");
+    let IssueError::UnknownSecret { looked_in } = error else { panic!("{error:?}") };
+    assert_eq!(
+        looked_in.as_deref(),
+        Some(format!("the file /keys/{SECRET_NAME}").as_str()),
+        "says where it looked"
+    );
 }
 
 #[tokio::test]
@@ -775,7 +782,7 @@ async fn debug_output_of_issued_and_of_errors_never_shows_the_token_or_the_secre
     let issue_errors = [
         failing.issue(request(None)).await.unwrap_err(),
         IssueError::SecretSourceFailed("bus closed".into()),
-        IssueError::UnknownSecret,
+        IssueError::UnknownSecret { looked_in: Some("the environment variable SIDEKEY_SECRET_X".into()) },
     ];
     let malformed = malformed_tokens().pop().unwrap().0;
     let verify_errors = [

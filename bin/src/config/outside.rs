@@ -74,6 +74,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting { key: "bridge.secret", env: "SIDEKEY_BRIDGE_SECRET", flag: None, used_by: BUS },
     Setting { key: "admin.token", env: "SIDEKEY_ADMIN_TOKEN", flag: None, used_by: SERVE },
+    Setting { key: "admin.listen", env: "SIDEKEY_ADMIN_LISTEN", flag: Some("admin-listen"), used_by: SERVE },
     Setting { key: "auth.mode", env: "SIDEKEY_AUTH_MODE", flag: Some("auth-mode"), used_by: SERVE },
     Setting { key: "auth.jwks_url", env: "SIDEKEY_AUTH_JWKS_URL", flag: Some("jwks-url"), used_by: SERVE },
     Setting { key: "auth.hs256_secret", env: "SIDEKEY_AUTH_HS256_SECRET", flag: None, used_by: SERVE },

@@ -277,6 +277,45 @@ pub mod contract {
         assert_eq!(usage.day.requests, 1);
     }
 
+    /// A subject's live sessions are bounded: past `max_live` nothing is counted, a released or expired
+    /// session frees its place, and concurrent issuances never pass the bound together.
+    pub async fn live_sessions_of_a_subject_are_bounded(h: &Harness) {
+        let subject = Subject::parse(&format!("live-{}", SessionId::new_random())).unwrap();
+        let now = h.clock.now();
+        let (one, two, three) = (session(), session(), session());
+        let hour = now + Duration::from_secs(3600);
+        assert!(h.ledger.admit_session(&subject, one, hour, 2, now).await.unwrap());
+        assert!(h.ledger.admit_session(&subject, two, now + Duration::from_secs(60), 2, now).await.unwrap());
+        assert!(!h.ledger.admit_session(&subject, three, hour, 2, now).await.unwrap());
+        h.ledger.release_session(&subject, one).await.unwrap();
+        assert!(h.ledger.admit_session(&subject, three, hour, 2, now).await.unwrap());
+        let later = now + Duration::from_secs(60);
+        assert!(h.ledger.admit_session(&subject, session(), hour, 2, later).await.unwrap(), "two expired");
+        let crowd = Subject::parse(&format!("crowd-{}", SessionId::new_random())).unwrap();
+        let admitted = futures_admitted(h, &crowd, 20, 5).await;
+        assert_eq!(admitted, 5);
+    }
+
+    async fn futures_admitted(h: &Harness, subject: &Subject, tries: usize, max_live: u64) -> usize {
+        let now = h.clock.now();
+        let tasks: Vec<_> = (0..tries)
+            .map(|_| {
+                let (ledger, subject) = (h.ledger.clone(), subject.clone());
+                tokio::spawn(async move {
+                    ledger
+                        .admit_session(&subject, session(), now + Duration::from_secs(600), max_live, now)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += usize::from(task.await.unwrap());
+        }
+        admitted
+    }
+
     /// The ledger answers a ping.
     pub async fn ping_answers(h: &Harness) {
         h.ledger.ping().await.unwrap();
@@ -318,6 +357,7 @@ macro_rules! ledger_contract_suite {
                 an_unsettled_reservation_lapses_and_still_counts_once_when_settled_late,
                 a_subject_budget_spans_sessions_and_resets_at_the_window_boundary,
                 a_secret_key_budget_spans_every_session_of_the_key,
+                live_sessions_of_a_subject_are_bounded,
                 ping_answers,
             );
         }

@@ -7,6 +7,8 @@
 //! - `expiry`: a one-second session, before and after its `expires_at`.
 //! - `bodies`: the JSON body rules: 400, 413, 422, and the unknown secret.
 //! - `forward_auth`: forward-auth for scoped and limited sessions; the admin's usage totals.
+//! - `hardening`: one name in many spellings, issuance floods, metadata bytes, the admin
+//!   listener, short admin tokens, docs off.
 //! - `admin`: the Admin API, enabled and disabled, and its credential matrix.
 //! - `operations`: `/healthz`, `/readyz`, `/metrics`, `/docs`, unknown routes.
 //! - `openapi`: the committed spec against the served one.
@@ -17,6 +19,7 @@ mod admin;
 mod bodies;
 mod expiry;
 mod forward_auth;
+mod hardening;
 mod openapi;
 mod operations;
 mod rate_limit;

@@ -190,6 +190,15 @@ impl SessionApi {
         body: JsonBody<IssueSessionRequest>,
     ) -> Result<IssueResponse, ApiFailure> {
         let JsonBody(body) = body;
+        if let (Some(limiter), Some(peer)) = (&state.issue_rate, request.remote_addr().as_socket_addr()) {
+            limiter.check(peer.ip()).map_err(|wait| {
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many sessions created from this address; retry later",
+                )
+                .retry_after(crate::problem::whole_seconds(wait))
+            })?;
+        }
         let caller = match &state.callers {
             None => None,
             Some(callers) => Some(authenticate_caller(callers, request).await?),

@@ -91,6 +91,12 @@ impl LedgerKeys {
         format!("{}:rate", self.subject_tag(subject))
     }
 
+    /// A subject's live sessions (`max_live_per_subject`): a sorted set of session ids scored by their
+    /// expiry in milliseconds, `{<prefix>:sub:<subject>}:live`.
+    pub(crate) fn subject_live(&self, subject: &Subject) -> String {
+        format!("{}:live", self.subject_tag(subject))
+    }
+
     fn subject_tag(&self, subject: &Subject) -> String {
         format!("{{{}:sub:{}}}", self.space.prefix(), subject.as_str())
     }

@@ -373,7 +373,33 @@ pub(crate) struct Settle<'a> {
 }
 
 /// The scripts, hashed once (`EVALSHA` sends the hash; the text goes only after a `NOSCRIPT`).
+/// Counts a new session against its subject's bound on live sessions.
+///
+/// KEYS: 1 the subject's live set. ARGV ([`AdmitSession`]): 1 now ms, 2 the bound, 3 the session id, 4 its
+/// expiry ms. Returns 1 when counted (or already counted), 0 when the bound is reached. The set expires
+/// with its latest member.
+const ADMIT_SESSION: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(top[2]) - tonumber(ARGV[1])))
+return 1
+";
+
+/// The arguments of [`ADMIT_SESSION`].
+pub(crate) struct AdmitSession<'a> {
+    pub(crate) live: &'a str,
+    pub(crate) now_ms: u64,
+    pub(crate) max_live: u64,
+    pub(crate) session: &'a str,
+    pub(crate) expires_ms: u64,
+}
+
 pub(crate) struct LedgerScripts {
+    admit_session: Script,
     admit: Script,
     release: Script,
     settle: Script,
@@ -384,12 +410,19 @@ pub(crate) struct LedgerScripts {
 impl LedgerScripts {
     pub(crate) fn new() -> Self {
         Self {
+            admit_session: Script::new(ADMIT_SESSION),
             admit: Script::new(&format!("{PRELUDE}{ADMIT}")),
             release: Script::new(&format!("{PRELUDE}{RELEASE}")),
             settle: Script::new(&format!("{PRELUDE}{SETTLE}")),
             session_usage: Script::new(SESSION_USAGE),
             window_totals: Script::new(WINDOW_TOTALS),
         }
+    }
+
+    pub(crate) fn admit_session(&self, args: &AdmitSession<'_>) -> ScriptInvocation<'_> {
+        let mut invocation = self.admit_session.prepare_invoke();
+        invocation.key(args.live).arg(args.now_ms).arg(args.max_live).arg(args.session).arg(args.expires_ms);
+        invocation
     }
 
     pub(crate) fn admit(&self, args: &Admit<'_>) -> ScriptInvocation<'_> {
