@@ -8,28 +8,11 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, random_hex, send, spawn_app_with};
+use sidekey_test_support::{random_hex, redis_url};
+use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, send, spawn_app_with};
 
 /// The contract's bound on cross-instance revocation.
 const REVOCATION_BOUND: Duration = Duration::from_millis(100);
-
-/// Redis for these tests, or `None` (with the reason printed) when it is absent outside CI.
-async fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let reachable = async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
-        Ok(Some(_)) => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("Redis is not reachable at {url} (CI=true)"),
-        _ => {
-            eprintln!("skipped: Redis is not reachable at {url} (set REDIS_URL, or start redis-server)");
-            None
-        }
-    }
-}
 
 /// Two instances on one Redis under one fresh prefix.
 struct Pair {

@@ -11,7 +11,7 @@
 //! `sidekey_test_support::postgres_server`) that it starts late, stops and starts again.
 //!
 //! Without a reachable PostgreSQL (or, for the private one, its server binaries) each test prints why and
-//! passes, except when `CI` is set, where it fails. Run with `-- --nocapture` to see the timings and the
+//! passes, except under `CI=true`, where it fails. Run with `-- --nocapture` to see the timings and the
 //! error texts.
 
 use std::fmt::Debug;
@@ -27,6 +27,7 @@ use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 use sidekey_test_support::postgres_server::PrivatePostgres;
+use sidekey_test_support::{database_url, skip};
 
 /// The directory's connect timeout in these tests: short, so that the tests are quick, and still far
 /// above a loopback connect.
@@ -40,25 +41,6 @@ const SLACK: Duration = Duration::from_millis(1000);
 const UNAVAILABLE_WITHIN: Duration = CONNECT_TIMEOUT.saturating_add(QUERY_TIMEOUT).saturating_add(SLACK);
 /// When a call is declared hung, so that a broken bound fails the test instead of hanging it.
 const HUNG_AFTER: Duration = Duration::from_secs(30);
-
-/// The database the shared-server tests use.
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Whether `CI` is set: a test that cannot run then fails instead of skipping.
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
-}
-
-/// Prints why `test` is skipped, or panics when `CI` is set.
-fn skip(test: &str, reason: &str) {
-    assert!(!under_ci(), "{test}: {reason}, and CI requires it");
-    eprintln!("skipping {test}: {reason}");
-}
 
 /// `url` with the query parameter `param` (`key=value`, already encoded) added.
 fn with_param(url: &str, param: &str) -> String {
@@ -192,11 +174,10 @@ fn epoch_seconds(instant: SystemTime) -> f64 {
 /// Runs `body` on a fresh schema with Better Auth's tables (time columns of type `timestamps`), then
 /// drops the schema, whether `body` passed or panicked. Skips without a reachable server.
 async fn with_schema(test: &str, timestamps: &'static str, body: impl AsyncFnOnce(&Fixture)) {
-    let url = database_url();
-    let admin = match connect(&url).await {
-        Ok(admin) => admin,
-        Err(reason) => return skip(test, &format!("PostgreSQL is unreachable ({reason})")),
-    };
+    let Some(url) = database_url().await else { return };
+    let admin = connect(&url)
+        .await
+        .unwrap_or_else(|reason| panic!("{test}: PostgreSQL answered the check, then refused ({reason})"));
     let schema = format!("sk_dir_{}", Uuid::new_v4().simple());
     admin.batch_execute(&better_auth_ddl(&schema, timestamps)).await.expect("create Better Auth's tables");
     let fixture = Fixture { admin, url, schema, timestamps };
@@ -521,7 +502,7 @@ async fn starts_while_the_database_is_down_and_recovers_after_a_restart() {
     let test = "starts_while_the_database_is_down_and_recovers_after_a_restart";
     let mut server = match PrivatePostgres::init() {
         Ok(server) => server,
-        Err(reason) => return skip(test, &format!("cannot run a private PostgreSQL ({reason})")),
+        Err(reason) => return skip(format_args!("{test}: cannot run a private PostgreSQL ({reason})")),
     };
     // Built before the server ever runs; never rebuilt. No schema: Better Auth's tables in `public`.
     let directory = PostgresDirectory::new(PostgresDirectorySettings {

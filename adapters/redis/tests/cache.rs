@@ -28,7 +28,8 @@ use sidekey_test_support::ManualClock;
 use sidekey_test_support::store_contract::Backend;
 use sidekey_test_support::store_contract_suite;
 
-use sidekey_test_support::redis_server::{PrivateCluster, PrivateRedis, skip_unless_installed};
+use sidekey_test_support::redis_server::{PrivateCluster, PrivateRedis};
+use sidekey_test_support::{random_hex, single_redis_url, skip_unless_installed};
 
 /// The contract's bound on cross-instance revocation (issue 3).
 const REVOCATION_BOUND: Duration = Duration::from_millis(100);
@@ -47,41 +48,8 @@ const TTL_SECONDS: u64 = 600;
 /// The most any test may take; the processes and keys are cleaned up when it fires.
 const TEST_BUDGET: Duration = Duration::from_secs(60);
 
-fn redis_url_setting() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|ci| ci == "true")
-}
-
-/// The Redis for these tests, or `None` (with the reason printed) when it does not answer outside CI,
-/// or is a cluster (where the cache is off: nothing here to test).
-async fn redis_url() -> Option<String> {
-    let url = redis_url_setting();
-    if url.contains("+cluster://") {
-        eprintln!("skipped: REDIS_URL is a cluster, where the local cache is off");
-        return None;
-    }
-    let settings = RedisStoreSettings::new(&url, "sidekey-probe");
-    let answered = match RedisSessionStore::connect(settings, Arc::new(SystemClock)).await {
-        Ok(store) => store.ping().await.map_err(|error| error.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    match answered {
-        Ok(()) => Some(url),
-        Err(why) if under_ci() => panic!("Redis is not reachable at {url} (CI=true): {why}"),
-        Err(why) => {
-            eprintln!(
-                "skipped: Redis is not reachable at {url} ({why}); set REDIS_URL or start redis-server"
-            );
-            None
-        }
-    }
-}
-
 fn random_prefix() -> String {
-    format!("sidekey-cache-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!("sidekey-cache-{}", random_hex(16))
 }
 
 fn cache_off() -> LocalCacheSettings {
@@ -227,7 +195,7 @@ async fn pair(url: &str, prefix: &str) -> Pair {
 // The contract suite once more, with the cache subscribed before each test starts: every answer the
 // suite checks after a write must already account for it on the instance that wrote it.
 store_contract_suite!(on_redis_with_a_live_cache, SystemTime::now(), |clock| async move {
-    let url = redis_url().await?;
+    let url = single_redis_url().await?;
     let prefix = random_prefix();
     let store = store(&url, &prefix, LocalCacheSettings::default(), clock).await;
     until_live(&store).await;
@@ -243,7 +211,7 @@ store_contract_suite!(on_redis_with_a_live_cache, SystemTime::now(), |clock| asy
 
 #[tokio::test]
 async fn a_cached_session_is_answered_from_memory_and_a_store_without_the_cache_reads_redis() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
@@ -276,7 +244,7 @@ async fn a_cached_session_is_answered_from_memory_and_a_store_without_the_cache_
 
 #[tokio::test]
 async fn a_revocation_on_one_instance_reaches_the_others_cache_within_100_ms() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
@@ -317,7 +285,7 @@ async fn a_revocation_on_one_instance_reaches_the_others_cache_within_100_ms() {
 
 #[tokio::test]
 async fn a_refresh_on_one_instance_reaches_the_others_cache_within_100_ms() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
@@ -350,7 +318,7 @@ async fn a_refresh_on_one_instance_reaches_the_others_cache_within_100_ms() {
 
 #[tokio::test]
 async fn a_bulk_revocation_reaches_every_cached_session_of_it_within_100_ms() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
@@ -380,7 +348,7 @@ async fn a_bulk_revocation_reaches_every_cached_session_of_it_within_100_ms() {
 
 #[tokio::test]
 async fn an_expired_session_is_not_answered_from_the_cache() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
@@ -409,7 +377,7 @@ async fn concurrent_finds_under_a_stream_of_invalidations_never_leave_a_revocati
     // four at a time while invalidations of their digest are published all along, so B keeps missing,
     // reading Redis and caching while its subscriber removes; A revokes in the middle. Nothing may
     // deadlock, and once the revocation has had 100 ms B must refuse the session, and keep refusing it.
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
@@ -734,7 +702,7 @@ async fn the_cache_is_off_on_a_cluster_and_revocations_still_reach_every_instanc
 #[tokio::test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 async fn cached_and_uncached_find_timings() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = single_redis_url().await else { return };
     let prefix = random_prefix();
     let (u, p) = (url.clone(), prefix.clone());
     cleaned(&url, &prefix, async move {
