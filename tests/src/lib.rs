@@ -3,7 +3,8 @@
 //! This library holds what every test binary shares; the tests themselves live in `tests/`.
 //!
 //! # Layout
-//! - [`spawn_app`] / [`spawn_app_with`]: start a server with its own secret directory and admin token.
+//! - [`spawn_app`] / [`spawn_app_with`] / [`spawn_app_on`]: start a server with its own secret directory
+//!   and admin token (on the system clock, or on one the test moves).
 //! - [`TestApp`]: the running server, an HTTP client, and request shortcuts.
 //! - [`assert_problem`], [`assert_invalid_token`], [`assert_missing_token`]: the contract's error shapes.
 //! - [`raw_http`]: one request written byte for byte over TCP, for what reqwest cannot send (a chunked
@@ -11,12 +12,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sidekey::config::Secret;
 use sidekey::{Config, RunningServer};
+use sidekey_application::Clock;
+use sidekey_local::SystemClock;
 use sidekey_test_support::{TempDir, random_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,6 +94,15 @@ pub async fn spawn_app() -> TestApp {
 /// # Panics
 /// When the server does not start.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(Arc::new(SystemClock), tweak).await
+}
+
+/// [`spawn_app_with`], on `clock`: a [`ManualClock`](sidekey_test_support::ManualClock) makes the
+/// server's sessions expire when the test moves it, not when the wall clock gets there.
+///
+/// # Panics
+/// When the server does not start.
+pub async fn spawn_app_on(clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let secrets_dir = TempDir::new("e2e-secrets");
     let real_key = format!("sk-live-{}", random_hex(40));
     let other_real_key = format!("sk-ant-live-{}", random_hex(40));
@@ -102,7 +115,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
 
     let metrics = sidekey::telemetry::install_metrics();
-    let server = sidekey::spawn(&config, Some(metrics)).await.expect("the server starts");
+    let server = sidekey::spawn_on(&config, Some(metrics), clock).await.expect("the server starts");
     let client =
         reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
     TestApp {

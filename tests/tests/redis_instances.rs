@@ -2,22 +2,32 @@
 //!
 //! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`). Each test uses its own random key
 //! prefix and deletes its keys at the end. Without Redis: fails under `CI=true`, else skips with a reason.
+//!
+//! Both instances run on one [`ManualClock`]: a test that needs time to pass (so that a refresh moves
+//! `expires_at`) moves it instead of sleeping. Pub/sub is real, so the bounds on messages are measured,
+//! and a wait for a subscription polls for it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sidekey_test_support::{random_hex, redis_url};
-use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, send, spawn_app_with};
+use sidekey_test_support::{ManualClock, random_hex, redis_url};
+use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, send, spawn_app_on};
 
 /// The contract's bound on cross-instance revocation.
 const REVOCATION_BOUND: Duration = Duration::from_millis(100);
 
-/// Two instances on one Redis under one fresh prefix.
+/// How long an instance may take to answer from its local cache after it started: its subscription
+/// comes up within milliseconds on a local Redis; the bound only keeps a broken one from hanging the test.
+const CACHING_WITHIN: Duration = Duration::from_secs(5);
+
+/// Two instances on one Redis under one fresh prefix, on one clock.
 struct Pair {
     a: TestApp,
     b: TestApp,
+    clock: Arc<ManualClock>,
     url: String,
     prefix: String,
 }
@@ -26,33 +36,59 @@ impl Pair {
     async fn start() -> Option<Self> {
         let url = redis_url().await?;
         let prefix = format!("sidekey-e2e-{}", random_hex(12));
+        // Near the real time: Redis expires the keys on its own clock, which must agree about when that is.
+        let clock = Arc::new(ManualClock::starting_now());
         let on_redis = |config: &mut sidekey::Config| {
             config.store.url = url.parse().unwrap();
             config.store.prefix = prefix.clone();
         };
-        let a = spawn_app_with(on_redis).await;
-        let b = spawn_app_with(on_redis).await;
-        Some(Self { a, b, url, prefix })
+        let a = spawn_app_on(clock.clone(), on_redis).await;
+        let b = spawn_app_on(clock.clone(), on_redis).await;
+        Some(Self { a, b, clock, url, prefix })
+    }
+
+    /// Waits until `app` answers verifications from its local cache, so that a test of what reaches the
+    /// cache tests the cache and not Redis: a probe session (under the other key, which the tests below
+    /// leave alone) is verified on `app`, then deleted from Redis behind its back; while `app` still
+    /// accepts it, the answer came from memory.
+    async fn until_caching(&self, app: &TestApp) {
+        let deadline = Instant::now() + CACHING_WITHIN;
+        loop {
+            let probe = app.issue_token(OTHER_SECRET_KEY_ID, None).await;
+            assert_eq!(app.verify(&probe.token).await.status(), StatusCode::OK);
+            let digest = sidekey_domain::Token::parse(&probe.token).unwrap().digest().to_hex();
+            delete_keys(&self.url, &format!("*{}*{digest}", self.prefix)).await;
+            if app.verify(&probe.token).await.status() == StatusCode::OK {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no answer from the local cache within {CACHING_WITHIN:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops both instances and deletes every key under the prefix.
     async fn finish(self) {
         self.a.shutdown().await;
         self.b.shutdown().await;
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> =
-                connection.scan_match(format!("*{}*", self.prefix)).await.unwrap();
-            let mut keys = Vec::new();
-            while let Some(key) = iter.next_item().await {
-                keys.push(key.unwrap());
-            }
-            keys
-        };
-        if !keys.is_empty() {
-            let _: () = connection.del(keys).await.unwrap();
+        delete_keys(&self.url, &format!("*{}*", self.prefix)).await;
+    }
+}
+
+/// Deletes every key of the Redis at `url` that matches `pattern`, behind the instances' backs (no
+/// invalidation is sent).
+async fn delete_keys(url: &str, pattern: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<String> = connection.scan_match(pattern).await.unwrap();
+        let mut keys = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.unwrap());
         }
+        keys
+    };
+    if !keys.is_empty() {
+        let _: () = connection.del(keys).await.unwrap();
     }
 }
 
@@ -125,7 +161,8 @@ async fn an_admin_revocation_by_key_on_one_instance_is_refused_everywhere_within
 async fn an_admin_revocation_by_id_and_a_refresh_are_seen_by_the_other_instance() {
     let Some(pair) = Pair::start().await else { return };
     let refreshed = pair.a.issue_token(SECRET_KEY_ID, Some(60)).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // So that the refresh moves the expiry.
+    pair.clock.advance(Duration::from_secs(1));
     let answer: Value = pair.b.refresh(&refreshed.token).await.json().await.unwrap();
     let shown: Value = pair.a.show(&refreshed.token).await.json().await.unwrap();
     assert_eq!(shown["expires_at"], answer["expires_at"], "A sees B's refresh");
@@ -163,9 +200,11 @@ async fn a_refresh_on_one_instance_reaches_the_other_instances_cache_within_100_
     // Each instance caches what it verified (the Redis store's local cache, on by default): A has the
     // session in memory when B refreshes it, and must answer the new expiry within the bound.
     let Some(pair) = Pair::start().await else { return };
+    pair.until_caching(&pair.a).await;
+    pair.until_caching(&pair.b).await;
     let issued = pair.a.issue_token(SECRET_KEY_ID, Some(60)).await;
-    // So that the refresh moves the expiry (whole seconds); both subscriptions are up by then.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // So that the refresh moves the expiry.
+    pair.clock.advance(Duration::from_secs(1));
     for _ in 0..3 {
         assert_eq!(pair.a.verify(&issued.token).await.status(), StatusCode::OK);
     }
