@@ -28,7 +28,8 @@ fn grant(token: &Token, ttl: u64, now: SystemTime) -> Grant {
     Grant { session, secret: Arc::new(SecretValue::new("sk-test".into()).unwrap()) }
 }
 
-#[tokio::test]
+// On tokio's paused clock: the sleep below lets the purge task run to its own sleep without waiting.
+#[tokio::test(start_paused = true)]
 async fn dropping_the_store_stops_its_purge_task_and_frees_its_sessions() {
     let clock = Arc::new(ManualClock::starting_at(at(0)));
     let (store, task) = InMemorySessionStore::start(clock.clone());
