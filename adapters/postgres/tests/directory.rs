@@ -189,6 +189,14 @@ async fn with_schema(test: &str, timestamps: &'static str, body: impl AsyncFnOnc
     dropped.expect("drop the test's schema");
 }
 
+/// Runs `body` once with Better Auth's time columns as `timestamp`, once as `timestamptz` (both occur,
+/// depending on its version), each on a fresh schema (see [`with_schema`]).
+async fn with_both_timestamp_types(test: &str, body: impl AsyncFn(&Fixture)) {
+    for timestamps in ["timestamp", "timestamptz"] {
+        with_schema(&format!("{test} ({timestamps})"), timestamps, &body).await;
+    }
+}
+
 /// An instant near now, with whole microseconds (PostgreSQL's resolution), so that expiries read back
 /// compare equal.
 fn now() -> SystemTime {
@@ -270,116 +278,104 @@ async fn user_by_email_ignores_case_and_misses_unknown_emails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_session_of_picks_the_latest_unexpired_session() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("active_session_of_picks_the_latest_unexpired_session ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.user("u2", "two@example.com").await;
-            fx.user("u3", "three@example.com").await;
-            fx.session("s-short", "u1", "t-short", now + HOUR).await;
-            fx.session("s-long", "u1", "t-long", now + 2 * HOUR).await;
-            fx.session("s-gone", "u1", "t-gone", now - HOUR).await;
-            fx.session("s-only-expired", "u2", "t-only-expired", now - MICROSECOND).await;
-            fx.session("s-other", "u3", "t-other", now + 5 * HOUR).await;
-            let directory = fx.directory();
+    with_both_timestamp_types("active_session_of_picks_the_latest_unexpired_session", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.user("u2", "two@example.com").await;
+        fx.user("u3", "three@example.com").await;
+        fx.session("s-short", "u1", "t-short", now + HOUR).await;
+        fx.session("s-long", "u1", "t-long", now + 2 * HOUR).await;
+        fx.session("s-gone", "u1", "t-gone", now - HOUR).await;
+        fx.session("s-only-expired", "u2", "t-only-expired", now - MICROSECOND).await;
+        fx.session("s-other", "u3", "t-other", now + 5 * HOUR).await;
+        let directory = fx.directory();
 
-            let long = session("s-long", "u1", now + 2 * HOUR);
-            assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(long.clone()));
-            // Still the latest once the shorter one has expired, up to its last microsecond.
-            let later = now + HOUR + MICROSECOND;
-            assert_eq!(directory.active_session_of("u1", later).await.unwrap(), Some(long.clone()));
-            let last = now + 2 * HOUR - MICROSECOND;
-            assert_eq!(directory.active_session_of("u1", last).await.unwrap(), Some(long));
-            assert_eq!(directory.active_session_of("u1", now + 2 * HOUR).await.unwrap(), None);
+        let long = session("s-long", "u1", now + 2 * HOUR);
+        assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(long.clone()));
+        // Still the latest once the shorter one has expired, up to its last microsecond.
+        let later = now + HOUR + MICROSECOND;
+        assert_eq!(directory.active_session_of("u1", later).await.unwrap(), Some(long.clone()));
+        let last = now + 2 * HOUR - MICROSECOND;
+        assert_eq!(directory.active_session_of("u1", last).await.unwrap(), Some(long));
+        assert_eq!(directory.active_session_of("u1", now + 2 * HOUR).await.unwrap(), None);
 
-            assert_eq!(directory.active_session_of("u2", now).await.unwrap(), None, "only expired");
-            assert_eq!(directory.active_session_of("nobody", now).await.unwrap(), None);
-            let other = directory.active_session_of("u3", now).await.unwrap();
-            assert_eq!(other, Some(session("s-other", "u3", now + 5 * HOUR)));
-        })
-        .await;
-    }
+        assert_eq!(directory.active_session_of("u2", now).await.unwrap(), None, "only expired");
+        assert_eq!(directory.active_session_of("nobody", now).await.unwrap(), None);
+        let other = directory.active_session_of("u3", now).await.unwrap();
+        assert_eq!(other, Some(session("s-other", "u3", now + 5 * HOUR)));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_by_token_finds_only_unexpired_known_tokens() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("session_by_token_finds_only_unexpired_known_tokens ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.session("s-live", "u1", "tok-live", now + HOUR).await;
-            fx.session("s-expired", "u1", "tok-expired", now - Duration::from_secs(1)).await;
-            let directory = fx.directory();
+    with_both_timestamp_types("session_by_token_finds_only_unexpired_known_tokens", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.session("s-live", "u1", "tok-live", now + HOUR).await;
+        fx.session("s-expired", "u1", "tok-expired", now - Duration::from_secs(1)).await;
+        let directory = fx.directory();
 
-            let live = session("s-live", "u1", now + HOUR);
-            assert_eq!(directory.session_by_token("tok-live", now).await.unwrap(), Some(live));
-            assert_eq!(directory.session_by_token("tok-expired", now).await.unwrap(), None);
-            assert_eq!(directory.session_by_token("tok-unknown", now).await.unwrap(), None);
-            assert_eq!(directory.session_by_token("TOK-LIVE", now).await.unwrap(), None, "tokens are exact");
-            assert_eq!(directory.session_by_token("s-live", now).await.unwrap(), None, "an id is no token");
-            assert_eq!(directory.session_by_token("tok-live", now + HOUR).await.unwrap(), None, "expired");
-        })
-        .await;
-    }
+        let live = session("s-live", "u1", now + HOUR);
+        assert_eq!(directory.session_by_token("tok-live", now).await.unwrap(), Some(live));
+        assert_eq!(directory.session_by_token("tok-expired", now).await.unwrap(), None);
+        assert_eq!(directory.session_by_token("tok-unknown", now).await.unwrap(), None);
+        assert_eq!(directory.session_by_token("TOK-LIVE", now).await.unwrap(), None, "tokens are exact");
+        assert_eq!(directory.session_by_token("s-live", now).await.unwrap(), None, "an id is no token");
+        assert_eq!(directory.session_by_token("tok-live", now + HOUR).await.unwrap(), None, "expired");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_is_active_until_deleted_expired_or_its_user_deleted() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("session_is_active_until_deleted_expired_or_its_user_deleted ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.user("u2", "two@example.com").await;
-            fx.session("s-a", "u1", "t-a", now + HOUR).await;
-            fx.session("s-b", "u1", "t-b", now + HOUR).await;
-            fx.session("s-c", "u2", "t-c", now + HOUR).await;
-            let directory = fx.directory();
+    with_both_timestamp_types("session_is_active_until_deleted_expired_or_its_user_deleted", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.user("u2", "two@example.com").await;
+        fx.session("s-a", "u1", "t-a", now + HOUR).await;
+        fx.session("s-b", "u1", "t-b", now + HOUR).await;
+        fx.session("s-c", "u2", "t-c", now + HOUR).await;
+        let directory = fx.directory();
 
-            for id in ["s-a", "s-b", "s-c"] {
-                assert!(directory.session_is_active(&sid(id), now).await.unwrap(), "{id}");
-            }
-            // Expiry, to the microsecond.
-            assert!(directory.session_is_active(&sid("s-a"), now + HOUR - MICROSECOND).await.unwrap());
-            assert!(!directory.session_is_active(&sid("s-a"), now + HOUR).await.unwrap());
-            assert!(!directory.session_is_active(&sid("s-a"), now + 2 * HOUR).await.unwrap());
-            // Signed out: the row is deleted.
-            fx.execute(&format!("DELETE FROM {} WHERE id = 's-b'", fx.table("session"))).await;
-            assert!(!directory.session_is_active(&sid("s-b"), now).await.unwrap());
-            // The user deleted: its sessions go with it (ON DELETE CASCADE).
-            fx.execute(&format!("DELETE FROM {} WHERE id = 'u2'", fx.table("user"))).await;
-            assert!(!directory.session_is_active(&sid("s-c"), now).await.unwrap());
-            // Untouched.
-            assert!(directory.session_is_active(&sid("s-a"), now).await.unwrap());
-            assert!(!directory.session_is_active(&sid("unknown"), now).await.unwrap());
-        })
-        .await;
-    }
+        for id in ["s-a", "s-b", "s-c"] {
+            assert!(directory.session_is_active(&sid(id), now).await.unwrap(), "{id}");
+        }
+        // Expiry, to the microsecond.
+        assert!(directory.session_is_active(&sid("s-a"), now + HOUR - MICROSECOND).await.unwrap());
+        assert!(!directory.session_is_active(&sid("s-a"), now + HOUR).await.unwrap());
+        assert!(!directory.session_is_active(&sid("s-a"), now + 2 * HOUR).await.unwrap());
+        // Signed out: the row is deleted.
+        fx.execute(&format!("DELETE FROM {} WHERE id = 's-b'", fx.table("session"))).await;
+        assert!(!directory.session_is_active(&sid("s-b"), now).await.unwrap());
+        // The user deleted: its sessions go with it (ON DELETE CASCADE).
+        fx.execute(&format!("DELETE FROM {} WHERE id = 'u2'", fx.table("user"))).await;
+        assert!(!directory.session_is_active(&sid("s-c"), now).await.unwrap());
+        // Untouched.
+        assert!(directory.session_is_active(&sid("s-a"), now).await.unwrap());
+        assert!(!directory.session_is_active(&sid("unknown"), now).await.unwrap());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiries_read_the_same_whatever_the_connections_time_zone() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("expiries_read_the_same_whatever_the_connections_time_zone ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.session("s1", "u1", "t1", now + HOUR).await;
-            // UTC+14, through the URL's own options (the schema's search_path is appended to them).
-            let mut settings = fx.settings();
-            settings.url = with_param(&settings.url, "options=-c%20TimeZone%3DPacific%2FKiritimati");
-            let directory = PostgresDirectory::new(settings).expect("valid settings");
+    with_both_timestamp_types("expiries_read_the_same_whatever_the_connections_time_zone", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.session("s1", "u1", "t1", now + HOUR).await;
+        // UTC+14, through the URL's own options (the schema's search_path is appended to them).
+        let mut settings = fx.settings();
+        settings.url = with_param(&settings.url, "options=-c%20TimeZone%3DPacific%2FKiritimati");
+        let directory = PostgresDirectory::new(settings).expect("valid settings");
 
-            let expected = session("s1", "u1", now + HOUR);
-            assert_eq!(directory.session_by_token("t1", now).await.unwrap(), Some(expected.clone()));
-            assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(expected));
-            assert!(directory.session_is_active(&sid("s1"), now + HOUR - MICROSECOND).await.unwrap());
-            assert!(!directory.session_is_active(&sid("s1"), now + HOUR).await.unwrap());
-        })
-        .await;
-    }
+        let expected = session("s1", "u1", now + HOUR);
+        assert_eq!(directory.session_by_token("t1", now).await.unwrap(), Some(expected.clone()));
+        assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(expected));
+        assert!(directory.session_is_active(&sid("s1"), now + HOUR - MICROSECOND).await.unwrap());
+        assert!(!directory.session_is_active(&sid("s1"), now + HOUR).await.unwrap());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,10 +107,17 @@ fn key(prefix: &str, kind: &str, token: &Token) -> String {
     format!("{{{prefix}:{:02x}}}:{kind}:{}", digest.shard(), digest.to_hex())
 }
 
-/// Runs `test`, bounded by [`TEST_BUDGET`], then deletes every key under `prefix` (also on failure).
-async fn cleaned<F: Future<Output = ()> + Send + 'static>(url: &str, prefix: &str, test: F) {
-    let outcome = tokio::spawn(tokio::time::timeout(TEST_BUDGET, test)).await;
-    delete_prefix(url, prefix).await;
+/// Runs `test` with the URL of the machine's Redis (a single server) and a fresh key prefix, bounded by
+/// [`TEST_BUDGET`], then deletes every key under the prefix (also on failure). Skips without Redis.
+async fn on_redis<F, T>(test: F)
+where
+    F: FnOnce(String, String) -> T,
+    T: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = single_redis_url().await else { return };
+    let prefix = random_prefix();
+    let outcome = tokio::spawn(tokio::time::timeout(TEST_BUDGET, test(url.clone(), prefix.clone()))).await;
+    delete_prefix(&url, &prefix).await;
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(_)) => panic!("the test took over {TEST_BUDGET:?}"),
@@ -211,10 +218,7 @@ store_contract_suite!(on_redis_with_a_live_cache, SystemTime::now(), |clock| asy
 
 #[tokio::test]
 async fn a_cached_session_is_answered_from_memory_and_a_store_without_the_cache_reads_redis() {
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let uncached = store(&u, &p, cache_off(), Arc::new(SystemClock)).await;
         assert_eq!(
@@ -244,10 +248,7 @@ async fn a_cached_session_is_answered_from_memory_and_a_store_without_the_cache_
 
 #[tokio::test]
 async fn a_revocation_on_one_instance_reaches_the_others_cache_within_100_ms() {
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         for kind in ["revoke", "revoke_by_id", "revoke_matching secret_key_id", "revoke_matching subject"] {
             // A key and a subject of this round's own, so the bulk revocations select this session only.
@@ -285,10 +286,7 @@ async fn a_revocation_on_one_instance_reaches_the_others_cache_within_100_ms() {
 
 #[tokio::test]
 async fn a_refresh_on_one_instance_reaches_the_others_cache_within_100_ms() {
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let issued = Issued::new("openai-prod", None, SystemTime::now());
         issued.insert_into(&a).await;
@@ -318,10 +316,7 @@ async fn a_refresh_on_one_instance_reaches_the_others_cache_within_100_ms() {
 
 #[tokio::test]
 async fn a_bulk_revocation_reaches_every_cached_session_of_it_within_100_ms() {
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let banned: Vec<Issued> =
             (0..40).map(|_| Issued::new("openai-prod", Some("mallory"), SystemTime::now())).collect();
@@ -348,10 +343,7 @@ async fn a_bulk_revocation_reaches_every_cached_session_of_it_within_100_ms() {
 
 #[tokio::test]
 async fn an_expired_session_is_not_answered_from_the_cache() {
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         // The stores' clock, moved by the test; no message announces an expiry.
         let clock = Arc::new(ManualClock::starting_at(SystemTime::now()));
         let a = store(&u, &p, LocalCacheSettings::default(), clock.clone()).await;
@@ -377,10 +369,7 @@ async fn concurrent_finds_under_a_stream_of_invalidations_never_leave_a_revocati
     // four at a time while invalidations of their digest are published all along, so B keeps missing,
     // reading Redis and caching while its subscriber removes; A revokes in the middle. Nothing may
     // deadlock, and once the revocation has had 100 ms B must refuse the session, and keep refusing it.
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let (a, b) = (Arc::new(a), Arc::new(b));
         for round in 0..20 {
@@ -702,10 +691,7 @@ async fn the_cache_is_off_on_a_cluster_and_revocations_still_reach_every_instanc
 #[tokio::test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 async fn cached_and_uncached_find_timings() {
-    let Some(url) = single_redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cached = store(&u, &p, LocalCacheSettings::default(), Arc::clone(&clock)).await;
         let uncached = store(&u, &p, cache_off(), clock).await;
