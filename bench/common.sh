@@ -19,6 +19,29 @@ trap cleanup EXIT
 
 cargo build --release -q -p sidekey
 
+# Starts nginx pinned to SERVER_CORE on 127.0.0.1:$NGINX_PORT, with the given http-level directives and
+# location block, and waits until it answers.
+start_nginx() { # "http directives" "location block"
+  cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  $1
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    $2
+  }
+}
+CONF
+  taskset -c "$SERVER_CORE" "$NGINX" -c "$work/nginx.conf" -p "$work" &
+  pids+=($!)
+  wait_for "http://127.0.0.1:$NGINX_PORT/"
+}
+
 wait_for() { # url
   for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
   echo "timed out waiting for $1" >&2; return 1

@@ -28,23 +28,7 @@ LOAD_CORE=1
 # wrk and nginx, the work directory, the release build, wait_for and measure.
 source bench/common.sh
 
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { return 200; }
-  }
-}
-CONF
-taskset -c $SERVER_CORE "$NGINX" -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
-wait_for "http://127.0.0.1:$NGINX_PORT/"
+start_nginx "" "location / { return 200; }"
 cargo build --release -q --manifest-path bench/ceiling/Cargo.toml
 taskset -c $SERVER_CORE bench/ceiling/target/release/hyper-ceiling 127.0.0.1:$HYPER_PORT &
 hyper_pid=$!

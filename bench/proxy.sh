@@ -21,25 +21,8 @@ LOAD_CORE=1
 source bench/common.sh
 
 # The upstream: a small JSON answer to any method, as an LLM API's cheapest call (`GET /v1/models`).
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_buffer_size 16k;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { default_type application/json; return 200 '{"object":"list","data":[]}'; }
-  }
-}
-CONF
-taskset -c $SERVER_CORE "$NGINX" -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
-wait_for "http://127.0.0.1:$NGINX_PORT/"
+start_nginx "keepalive_requests 1000000; client_body_buffer_size 16k;" \
+  "location / { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[]}'; }"
 
 cat >"$work/sidekey.toml" <<CONF
 [[upstreams]]

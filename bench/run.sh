@@ -9,7 +9,7 @@
 #   bash bench/run.sh                 # about 10 minutes with the defaults
 #   DURATION=30s bash bench/run.sh    # longer measurements (each script reads DURATION)
 #
-# Code-path figures come from criterion instead: `cargo bench -p sidekey-adapters --bench verify_path`.
+# Code-path figures come from criterion instead: `cargo bench -p sidekey-local --bench verify_path`.
 # Needs: wrk and nginx (Debian packages, installed if missing), python3, curl; Redis at REDIS_URL
 # (default redis://127.0.0.1:6379) for the Redis rows.
 set -euo pipefail

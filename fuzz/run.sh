@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SECONDS_PER_TARGET=${1:-20}
-TARGETS=${TARGETS:-"token_parse json_bodies bridge_protocol"}
+TARGETS=${TARGETS:-"token_parse json_bodies bridge_protocol usage_parsers"}
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

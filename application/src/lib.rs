@@ -10,11 +10,14 @@
 //!   behind the `test-util` feature.
 //! - [`callers`]: caller authentication: the [`CallerAuthenticator`] that audits every attempt, and the
 //!   [`CascadeCheck`].
+//! - [`metering`]: [`Metering`]: a limited session's requests admitted against its limits and budgets,
+//!   their token usage settled, what was used read back.
 //! - [`sessions`]: [`SessionService`], the use cases, with one error enum per operation.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod callers;
+pub mod metering;
 pub mod ports;
 pub mod sessions;
 
@@ -22,13 +25,14 @@ pub mod sessions;
 pub const AUDIT_TARGET: &str = "sidekey::audit";
 
 pub use callers::{AuthenticatedCaller, CallerAuthError, CallerAuthenticator, CascadeCheck};
+pub use metering::{AdmitError, Budgets, Metering};
 pub use ports::{
     BusError, BusFeed, CallerCredential, CallerRejection, CallerVerifier, CallerVerifierError, Clock,
     DirectoryError, DirectorySession, DirectoryUser, ENDED_SESSION_RETENTION, EventBus, Grant, Lookup,
-    RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore, StoreError,
+    RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore, StoreError, UsageLedger,
     UserDirectory, VerifiedCredential,
 };
 pub use sessions::{
-    AdminError, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection, RevokeError,
+    AdminError, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection, RevokeError, Scoping,
     SessionService, VerifyError,
 };

@@ -10,6 +10,7 @@
 //! - [`event_bus`]: [`EventBus`] and its [`BusFeed`]s, between instances and bridges.
 //! - [`clock`]: the [`Clock`].
 //! - [`caller_verifier`]: [`CallerVerifier`], the check of a caller's credential.
+//! - [`usage_ledger`]: [`UsageLedger`], where requests and tokens are counted against limits.
 //! - [`user_directory`]: [`UserDirectory`], the app's users and sign-in sessions.
 
 pub mod caller_verifier;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod event_bus;
 pub mod secret_source;
 pub mod session_store;
+pub mod usage_ledger;
 pub mod user_directory;
 
 pub use caller_verifier::{
@@ -27,6 +29,10 @@ pub use event_bus::{BusError, BusFeed, EventBus};
 pub use secret_source::{SecretSource, SecretSourceError};
 pub use session_store::{
     ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
+};
+pub use usage_ledger::{
+    Account, AccountUsage, Admission, Admitted, LedgerError, LimitScope, RESERVATION_LIFETIME, Refusal,
+    Remaining, Reservation, SessionUsage, UsageLedger, WindowTotals,
 };
 pub use user_directory::{DirectoryError, DirectorySession, DirectoryUser, UserDirectory};
 
@@ -40,5 +46,7 @@ pub use event_bus::MockEventBus;
 pub use secret_source::MockSecretSource;
 #[cfg(any(test, feature = "test-util"))]
 pub use session_store::MockSessionStore;
+#[cfg(any(test, feature = "test-util"))]
+pub use usage_ledger::MockUsageLedger;
 #[cfg(any(test, feature = "test-util"))]
 pub use user_directory::MockUserDirectory;

@@ -5,8 +5,9 @@ use std::time::SystemTime;
 
 use metrics::Counter;
 use sidekey_domain::{
-    CallerSession, EntropyError, Metadata, SecretRef, Session, SessionId, SessionPolicy, Subject, Token,
-    TokenDigest, TokenKeys, TokenParseError, TtlError,
+    CallerSession, EntropyError, LimitError, Limits, LimitsPolicy, Metadata, Scope, ScopeError, SecretRef,
+    Session, SessionId, SessionPolicy, Subject, Token, TokenDigest, TokenKeys, TokenParseError, TtlError,
+    UpstreamPolicy,
 };
 
 use crate::AUDIT_TARGET;
@@ -30,6 +31,10 @@ pub struct IssueRequest {
     /// The caller's sign-in session, when the caller was checked against a directory: the session
     /// issued ends when it ends (see [`CascadeCheck`]).
     pub caller_session: Option<CallerSession>,
+    /// What the session may reach; [`Scope::default`] restricts nothing beyond the configuration.
+    pub scope: Scope,
+    /// The limits asked for; those left out come from the configured defaults, capped by the ceilings.
+    pub limits: Limits,
 }
 
 /// A new session and the token that stands for it; the only place the token exists in clear.
@@ -65,6 +70,12 @@ pub enum IssueError {
     /// The OS had no randomness for a token.
     #[error(transparent)]
     Entropy(#[from] EntropyError),
+    /// The scope would widen what the configuration allows (the caller must ask for less).
+    #[error(transparent)]
+    InvalidScope(#[from] ScopeError),
+    /// A limit is above its configured ceiling.
+    #[error(transparent)]
+    InvalidLimits(#[from] LimitError),
 }
 
 /// Why a presented token does not verify. Each reason is told to the client (RFC 6750
@@ -197,6 +208,17 @@ pub struct SessionService {
     policy: SessionPolicy,
     counters: Counters,
     cascade: Option<Arc<CascadeCheck>>,
+    /// What sessions may be scoped within, and what they may consume.
+    scoping: Scoping,
+}
+
+/// The configuration a session's scope and limits must stay within.
+#[derive(Debug, Clone, Default)]
+pub struct Scoping {
+    /// What each configured upstream admits.
+    pub upstreams: Vec<UpstreamPolicy>,
+    /// The default and ceiling of every session's limits.
+    pub limits: LimitsPolicy,
 }
 
 impl SessionService {
@@ -207,7 +229,22 @@ impl SessionService {
         clock: Arc<dyn Clock>,
         policy: SessionPolicy,
     ) -> Self {
-        Self { store, secrets, clock, policy, counters: Counters::new(), cascade: None }
+        Self {
+            store,
+            secrets,
+            clock,
+            policy,
+            counters: Counters::new(),
+            cascade: None,
+            scoping: Scoping::default(),
+        }
+    }
+
+    /// Scopes and limits sessions within `scoping` (by default: no upstream to scope to, no limit).
+    #[must_use]
+    pub fn with_scoping(mut self, scoping: Scoping) -> Self {
+        self.scoping = scoping;
+        self
     }
 
     /// Ends sessions whose caller's sign-in session ended, as `cascade` finds out.
@@ -232,10 +269,12 @@ impl SessionService {
     /// digest of a fresh token, and returns the token.
     ///
     /// # Errors
-    /// [`IssueError`]; the TTL is checked before the secret source is asked.
+    /// [`IssueError`]; the TTL, the scope and the limits are checked before the secret source is asked.
     #[tracing::instrument(skip_all, fields(secret_key_id = %request.secret_ref))]
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued, IssueError> {
         let ttl = self.policy.ttl(request.ttl_seconds)?;
+        request.scope.check_within(&request.secret_ref, &self.scoping.upstreams)?;
+        let limits = self.scoping.limits.resolve(&request.limits)?;
         let secret = self.secrets.fetch(&request.secret_ref).await.map_err(|error| match error {
             SecretSourceError::NotFound => IssueError::UnknownSecret,
             SecretSourceError::Timeout(_) => IssueError::SecretSourceTimeout,
@@ -258,7 +297,8 @@ impl SessionService {
         let session = match request.caller_session {
             Some(caller_session) => session.bound_to(caller_session),
             None => session,
-        };
+        }
+        .scoped(request.scope, limits);
         let grant = Grant { session: session.clone(), secret: Arc::new(secret) };
         self.store.insert(&keys, grant).await.map_err(|error| match error {
             StoreError::Unavailable(cause) => IssueError::StoreUnavailable(cause),

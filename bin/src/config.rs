@@ -4,7 +4,7 @@
 //! Each adapter owns the settings it uses ([`sidekey_http::HttpConfig`], [`sidekey_redis::RedisConfig`],
 //! …): their fields, defaults and doc comments are declared there once, and [`Config`] composes them.
 //! Everything else is derived from those types: the JSON Schema of [`Config`] drives the check that
-//! refuses unknown keys ([`schema`]), `sidekey config --defaults` ([`print`]), and the README test;
+//! refuses unknown keys ([`schema`]), `sidekey config --defaults` ([`print`](mod@print)), and the README test;
 //! [`outside::SETTINGS`] is the one table of which keys an environment variable or a flag may set.
 //!
 //! Every key has a default, so an empty file, or none, is valid. Unknown keys are refused, so a typo
@@ -14,7 +14,7 @@
 //! - this file: [`Config`], its own sections, and [`load`].
 //! - [`outside`]: the environment variables and flags, and how they reach the configuration.
 //! - [`schema`]: the configuration's keys, from its JSON Schema; the unknown-key check.
-//! - [`print`]: `sidekey config` (the effective configuration) and `sidekey config --defaults`.
+//! - [`print`](mod@print): `sidekey config` (the effective configuration) and `sidekey config --defaults`.
 
 pub mod outside;
 pub mod print;
@@ -30,7 +30,8 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sidekey_domain::SessionPolicy;
+use sidekey_application::Budgets;
+use sidekey_domain::{Limits, LimitsParts, LimitsPolicy, SecretKeyLimits, SessionPolicy, SubjectLimits};
 use sidekey_http::{CorsConfig, HttpConfig, UpstreamSettings};
 use sidekey_local::LocalSource;
 pub use sidekey_settings::Secret;
@@ -64,6 +65,8 @@ pub struct Config {
     pub log: LogConfig,
     /// HTTP limits.
     pub http: HttpConfig,
+    /// What sessions, their subjects and their keys may consume.
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             log: LogConfig::default(),
             http: HttpConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -352,6 +356,99 @@ pub enum LogFormat {
     Human,
     /// One JSON object per event.
     Json,
+}
+
+/// `[limits]`: what sessions, their subjects and their keys may consume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// The limits a session gets for each one it does not ask for.
+    pub default: SessionLimitsConfig,
+    /// The most a session may ask for (also its limit when it asks for none and there is no default).
+    pub ceiling: SessionLimitsConfig,
+    /// Budgets shared by every session of one subject (an authenticated user).
+    pub subject: SubjectLimitsConfig,
+    /// Budgets shared by every session of one real key.
+    pub secret_key: SecretKeyLimitsConfig,
+}
+
+/// One set of a session's limits (`[limits.default]` or `[limits.ceiling]`); unset: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SessionLimitsConfig {
+    /// Proxied requests over the session's life.
+    pub max_requests: Option<u64>,
+    /// Proxied requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Input and output tokens over the session's life.
+    pub max_tokens: Option<u64>,
+    /// Output tokens one request may ask for (clamped in proxied bodies).
+    pub max_output_tokens_per_request: Option<u32>,
+}
+
+/// `[limits.subject]`; unset: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SubjectLimitsConfig {
+    /// Input and output tokens per UTC day, over all of a subject's sessions.
+    pub tokens_per_day: Option<u64>,
+    /// Input and output tokens per UTC calendar month, over all of a subject's sessions.
+    pub tokens_per_month: Option<u64>,
+    /// Proxied requests per minute, over all of a subject's sessions.
+    pub requests_per_minute: Option<u32>,
+}
+
+/// `[limits.secret_key]`; unset: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SecretKeyLimitsConfig {
+    /// Input and output tokens per UTC day, over every session of one real key.
+    pub tokens_per_day: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// The sessions' default and ceiling.
+    ///
+    /// # Errors
+    /// A limit of zero, or a default above its ceiling, naming the key.
+    pub fn policy(&self) -> anyhow::Result<LimitsPolicy> {
+        let limits = |section: &str, parts: &SessionLimitsConfig| {
+            Limits::new(LimitsParts {
+                max_requests: parts.max_requests,
+                requests_per_minute: parts.requests_per_minute,
+                max_tokens: parts.max_tokens,
+                max_output_tokens_per_request: parts.max_output_tokens_per_request,
+            })
+            .map_err(|error| anyhow::anyhow!("limits.{section}.{} must be at least 1", error.field.name()))
+        };
+        LimitsPolicy::new(limits("default", &self.default)?, limits("ceiling", &self.ceiling)?)
+            .map_err(|error| anyhow::anyhow!("{error}"))
+    }
+
+    /// The budgets that span sessions.
+    ///
+    /// # Errors
+    /// A budget of zero, naming the key.
+    pub fn budgets(&self) -> anyhow::Result<Budgets> {
+        let checked = |key: &str, value: Option<u64>| match value {
+            Some(0) => Err(anyhow::anyhow!("limits.{key} must be at least 1 when set")),
+            other => Ok(other),
+        };
+        Ok(Budgets {
+            subject: SubjectLimits {
+                tokens_per_day: checked("subject.tokens_per_day", self.subject.tokens_per_day)?,
+                tokens_per_month: checked("subject.tokens_per_month", self.subject.tokens_per_month)?,
+                requests_per_minute: checked(
+                    "subject.requests_per_minute",
+                    self.subject.requests_per_minute.map(u64::from),
+                )?
+                .map(|rate| rate as u32),
+            },
+            secret_key: SecretKeyLimits {
+                tokens_per_day: checked("secret_key.tokens_per_day", self.secret_key.tokens_per_day)?,
+            },
+        })
+    }
 }
 
 /// Loads the configuration: defaults, then `file` (which must exist if given), then the environment

@@ -6,7 +6,13 @@
 //! # Layout
 //! - [`config`]: the layered configuration (defaults ← TOML ← `SIDEKEY_*` ← flags).
 //! - [`telemetry`]: the tracing subscriber (human or JSON) and the Prometheus recorder.
-//! - this file: [`build`] turns a configuration into the HTTP application; [`spawn`] and [`serve`] run it.
+//! - `bus` (feature `redis`): the event bus to the bridges: the secret source over it, `sidekey bridge`,
+//!   `sidekey announce`, the rotation listener.
+//! - this file: [`build`] turns a configuration into the HTTP application (on the system clock, or on
+//!   any [`Clock`] with [`build_on`]); [`spawn`] and [`serve`] run it.
+//!
+//! The optional adapters are behind the features `redis`, `postgres` and `jwt` (all on by default); a
+//! configuration that asks for one this build lacks is refused at start-up, naming the feature.
 
 pub mod config;
 pub mod telemetry;
@@ -17,11 +23,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sidekey_application::{
-    CallerAuthenticator, CascadeCheck, Clock, SecretSource, SessionService, SessionStore,
+    CallerAuthenticator, CascadeCheck, Clock, Metering, Scoping, SecretSource, SessionService, SessionStore,
+    UsageLedger,
 };
 use sidekey_domain::SecretRef;
 use sidekey_http::{self as http, AdminCredential, HttpApp, HttpState, MetricsRenderer, Proxy};
-use sidekey_local::{InMemorySessionStore, SystemClock};
+use sidekey_local::{InMemorySessionStore, InMemoryUsageLedger, SystemClock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -56,8 +63,25 @@ pub async fn build_on(
     } else {
         Some(Proxy::new(&config.upstreams).context("invalid [[upstreams]]")?)
     };
+    for upstream in config.upstreams.iter().filter(|upstream| upstream.routes.is_none()) {
+        tracing::warn!(
+            upstream = %upstream.name,
+            "upstream admits any route: a session token reaches every route of it with the real key; \
+             list the routes the app needs in its `routes`"
+        );
+    }
     let cors = config.cors.settings().context("invalid [cors]")?;
-    let mut service = SessionService::new(store, secrets.source.clone(), clock.clone(), policy);
+    let scoping = Scoping {
+        upstreams: proxy.as_ref().map(Proxy::policies).unwrap_or_default(),
+        limits: config.limits.policy().context("invalid [limits]")?,
+    };
+    let metering = Arc::new(Metering::new(
+        usage_ledger(config, clock.clone()).await?,
+        clock.clone(),
+        config.limits.budgets().context("invalid [limits]")?,
+    ));
+    let mut service =
+        SessionService::new(store, secrets.source.clone(), clock.clone(), policy).with_scoping(scoping);
     let callers = caller_authentication(config, clock.clone())?;
     if let Some(callers) = &callers
         && let Some(cascade) = &callers.cascade
@@ -73,6 +97,7 @@ pub async fn build_on(
         proxy,
         cors,
         callers: callers.map(|callers| callers.authenticator),
+        metering,
     });
     Ok(http::app(state, config.http.settings().context("invalid [http]")?))
 }
@@ -215,6 +240,31 @@ pub async fn announce_rotation(
         anyhow::bail!(
             "`sidekey announce` needs an event bus, and this build of sidekey has no Redis (cargo feature `redis`)"
         )
+    }
+}
+
+/// Where limited sessions' requests and tokens are counted: beside the sessions.
+async fn usage_ledger(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn UsageLedger>> {
+    match &config.store.url {
+        StoreUrl::Memory => Ok(Arc::new(InMemoryUsageLedger::new(clock))),
+        // Every instance counts in the same Redis, each session's counters in its session's slot.
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => {
+            let ledger = sidekey_redis::RedisUsageLedger::connect(
+                config.store.redis.store(url.expose(), &config.store.prefix),
+                clock,
+            )
+            .await
+            .context("store.url is not a usable Redis URL")?;
+            Ok(Arc::new(ledger))
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreUrl::Redis(_) => {
+            let _ = clock;
+            anyhow::bail!(
+                "store.url names Redis, but this build of sidekey has no Redis (cargo feature `redis`)"
+            )
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`], [`CallerSession`] and [`Session`] with its
 //!   expiry arithmetic.
+//! - [`metering`]: the [`TokenUsage`] of a request, the budgets that span sessions ([`SubjectLimits`],
+//!   [`SecretKeyLimits`]) and the UTC calendar [`Window`]s they reset with.
 //! - [`policy`]: [`SessionPolicy`], the configured TTL bounds and maximum lifetime, and the [`Ttl`] it grants.
 //! - [`scope`]: what a scoped session may reach ([`Scope`] of [`UpstreamName`]s, [`RoutePattern`]s,
 //!   [`ModelPattern`]s and [`Origin`]s) and consume ([`Limits`], bounded by a [`LimitsPolicy`]), the
@@ -21,6 +23,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod metering;
 pub mod policy;
 pub mod scope;
 pub mod secret_ref;
@@ -28,14 +31,15 @@ pub mod secret_value;
 pub mod session;
 pub mod token;
 
+pub use metering::{Period, SecretKeyLimits, SubjectLimits, TokenUsage, Window};
 pub use policy::{PolicyError, SessionPolicy, Ttl, TtlError};
 pub use scope::{
     LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ModelPattern,
     ModelPatternError, Origin, OriginError, PathError, ProxyPath, RouteError, RoutePattern, Scope,
-    ScopeError, ScopeParts, UpstreamName, UpstreamNameError, ZeroLimitError, check_models_within,
-    check_routes_within,
+    ScopeError, ScopeParts, UpstreamName, UpstreamNameError, UpstreamPolicy, ZeroLimitError,
+    check_models_within, check_routes_within,
 };
-pub use secret_ref::{SecretRef, SecretRefError};
+pub use secret_ref::{SecretPattern, SecretRef, SecretRefError};
 pub use secret_value::{SecretValue, SecretValueError};
 pub use session::{
     CallerSession, CallerSessionError, Metadata, MetadataError, RESERVED_METADATA_PREFIX, Session, SessionId,

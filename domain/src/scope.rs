@@ -26,6 +26,8 @@ pub mod upstream_name;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::secret_ref::{SecretPattern, SecretRef};
+
 pub use limits::{
     LimitError, LimitField, Limits, LimitsParts, LimitsPolicy, LimitsPolicyError, ZeroLimitError,
 };
@@ -177,6 +179,94 @@ fn check_size(field: &'static str, count: Option<usize>, max: usize) -> Result<(
     }
 }
 
+/// What the configuration allows through one upstream: which real keys may go there, and (when set)
+/// which routes and models. A session's [`Scope`] can only narrow this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamPolicy {
+    /// The upstream.
+    pub name: UpstreamName,
+    /// The `secret_key_id`s whose real key may be sent there.
+    pub allowed_keys: Vec<SecretPattern>,
+    /// The routes it admits; `None`: any.
+    pub routes: Option<Vec<RoutePattern>>,
+    /// The models it admits; `None`: any.
+    pub models: Option<Vec<ModelPattern>>,
+}
+
+impl UpstreamPolicy {
+    /// Whether a session for `secret_ref` may have its real key sent here.
+    pub fn allows_key(&self, secret_ref: &SecretRef) -> bool {
+        self.allowed_keys.iter().any(|pattern| pattern.matches(secret_ref))
+    }
+
+    /// Whether a request of `method` to `path` may go here (before the session's own scope).
+    pub fn admits_route(&self, method: &str, path: &ProxyPath) -> bool {
+        self.routes.as_ref().is_none_or(|routes| routes.iter().any(|route| route.matches(method, path)))
+    }
+
+    /// Whether `model` may be asked for here (before the session's own scope).
+    pub fn admits_model(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|models| models.iter().any(|pattern| pattern.matches(model)))
+    }
+
+    /// Whether a model rule applies here or in `scope` (the request's model must then be read).
+    pub fn restricts_models(&self, scope: &Scope) -> bool {
+        self.models.is_some() || scope.models().is_some()
+    }
+}
+
+impl Scope {
+    /// Checks at issuance that this scope, for a session of `secret_ref`, only narrows what `upstreams`
+    /// allow: each upstream it names exists and may receive the key, and each route and model it names
+    /// lies within what at least one of its upstreams admits (every upstream that may receive the key,
+    /// when it names none). Without any upstream to go through (forward-auth only), routes and models
+    /// are the session's own to state: there is nothing they could widen.
+    ///
+    /// # Errors
+    /// [`ScopeError::Widens`] naming the field and the first entry at fault.
+    pub fn check_within(
+        &self,
+        secret_ref: &SecretRef,
+        upstreams: &[UpstreamPolicy],
+    ) -> Result<(), ScopeError> {
+        let usable: Vec<&UpstreamPolicy> =
+            upstreams.iter().filter(|policy| policy.allows_key(secret_ref)).collect();
+        let in_scope: Vec<&UpstreamPolicy> = match self.upstreams() {
+            None => usable,
+            Some(named) => {
+                for name in named {
+                    if !usable.iter().any(|policy| &policy.name == name) {
+                        return Err(ScopeError::Widens { field: "scope.upstreams", entry: name.to_string() });
+                    }
+                }
+                usable.into_iter().filter(|policy| named.contains(&policy.name)).collect()
+            }
+        };
+        if in_scope.is_empty() {
+            return Ok(());
+        }
+        if let Some(routes) = self.routes()
+            && let Some(route) = routes.iter().find(|route| {
+                !in_scope.iter().any(|policy| {
+                    check_routes_within(std::slice::from_ref(route), policy.routes.as_deref()).is_ok()
+                })
+            })
+        {
+            return Err(ScopeError::Widens { field: "scope.routes", entry: route.to_string() });
+        }
+        if let Some(models) = self.models()
+            && let Some(model) = models.iter().find(|model| {
+                !in_scope.iter().any(|policy| {
+                    check_models_within(std::slice::from_ref(model), policy.models.as_deref()).is_ok()
+                })
+            })
+        {
+            return Err(ScopeError::Widens { field: "scope.models", entry: model.to_string() });
+        }
+        Ok(())
+    }
+}
+
 /// Checks at issuance that every requested route lies within one the upstream allows (`None`: the
 /// upstream admits any route). Comparing each requested pattern with each allowed one is exact (see
 /// [`RoutePattern::covers`]).
@@ -214,6 +304,68 @@ pub fn check_models_within(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn policy(
+        name: &str,
+        keys: &[&str],
+        routes_: Option<&[&str]>,
+        models_: Option<&[&str]>,
+    ) -> UpstreamPolicy {
+        UpstreamPolicy {
+            name: UpstreamName::parse(name).unwrap(),
+            allowed_keys: keys.iter().map(|key| SecretPattern::parse(key).unwrap()).collect(),
+            routes: routes_.map(routes),
+            models: models_.map(models),
+        }
+    }
+
+    #[test]
+    fn a_scope_may_only_narrow_the_upstreams_that_may_receive_the_key() {
+        let key = SecretRef::parse("openai-prod").unwrap();
+        let policies = [
+            policy(
+                "openai",
+                &["openai-*"],
+                Some(&["POST /v1/chat/completions", "GET /v1/models"]),
+                Some(&["gpt-4o-mini", "gpt-4.1-*"]),
+            ),
+            policy("anthropic", &["anthropic-*"], None, None),
+            policy("open", &["openai-prod"], None, None),
+        ];
+        let scope = |upstreams_: Option<&[&str]>, routes_: Option<&[&str]>, models_: Option<&[&str]>| {
+            Scope::new(ScopeParts {
+                upstreams: upstreams_.map(upstreams),
+                routes: routes_.map(routes),
+                models: models_.map(models),
+                origins: None,
+            })
+            .unwrap()
+        };
+        let narrow = scope(Some(&["openai"]), Some(&["POST /v1/chat/completions"]), Some(&["gpt-4.1-mini"]));
+        assert_eq!(narrow.check_within(&key, &policies), Ok(()));
+        let widens = |scope: Scope| match scope.check_within(&key, &policies) {
+            Err(ScopeError::Widens { field, entry }) => (field, entry),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            widens(scope(Some(&["anthropic"]), None, None)),
+            ("scope.upstreams", "anthropic".to_owned())
+        );
+        assert_eq!(widens(scope(Some(&["nowhere"]), None, None)), ("scope.upstreams", "nowhere".to_owned()));
+        assert_eq!(
+            widens(scope(Some(&["openai"]), Some(&["GET /v1/files"]), None)),
+            ("scope.routes", "GET /v1/files".to_owned())
+        );
+        assert_eq!(
+            widens(scope(Some(&["openai"]), None, Some(&["o1-pro"]))),
+            ("scope.models", "o1-pro".to_owned())
+        );
+        // Without named upstreams, a route any usable upstream admits is within (here `open` admits all).
+        assert_eq!(
+            scope(None, Some(&["GET /v1/files"]), Some(&["o1-pro"])).check_within(&key, &policies),
+            Ok(())
+        );
+    }
 
     fn routes(texts: &[&str]) -> Vec<RoutePattern> {
         texts.iter().map(|text| RoutePattern::parse(text).unwrap()).collect()

@@ -70,6 +70,40 @@ impl fmt::Debug for SecretRef {
     }
 }
 
+/// One entry of an allowlist of `secret_key_id`s (an upstream's `allowed_secret_key_ids`): an exact
+/// name, or a prefix followed by one `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretPattern {
+    /// Exactly this `secret_key_id`.
+    Exact(String),
+    /// Every `secret_key_id` starting with this prefix (the entry was `prefix*`; a lone `*` allows all).
+    Prefix(String),
+}
+
+impl SecretPattern {
+    /// Parses an allowlist entry: a `secret_key_id`, or one (possibly empty) followed by a single `*`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.strip_suffix('*') {
+            Some("") => Some(Self::Prefix(String::new())),
+            Some(prefix) => {
+                // The prefix itself must be spelled like a secret_key_id, so a typo such as `openai*-`
+                // or `open ai*` is caught at start-up instead of never matching.
+                (prefix.len() < MAX_SECRET_REF_LEN && SecretRef::parse(prefix).is_ok())
+                    .then(|| Self::Prefix(prefix.to_owned()))
+            }
+            None => SecretRef::parse(text).is_ok().then(|| Self::Exact(text.to_owned())),
+        }
+    }
+
+    /// Whether this entry allows `secret`.
+    pub fn matches(&self, secret: &SecretRef) -> bool {
+        match self {
+            Self::Exact(name) => secret.as_str() == name,
+            Self::Prefix(prefix) => secret.as_str().starts_with(prefix.as_str()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use sidekey_adapters::bridge::BridgeSecret;
-use sidekey_adapters::bridge::protocol::{
+use sidekey_bridge::BridgeSecret;
+use sidekey_bridge::protocol::{
     Answer, EphemeralKey, SecretAnnouncement, SecretReply, SecretRequest, VerifiedRequest,
 };
 use sidekey_domain::{SecretRef, SecretValue};

@@ -8,10 +8,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
-use sidekey_adapters::http::admin_api::RevocationRequest;
-use sidekey_adapters::http::json_body::parse_json;
-use sidekey_adapters::http::problem::ErrorCode;
-use sidekey_adapters::http::session_api::IssueSessionRequest;
+use sidekey_http::api::admin::RevocationRequest;
+use sidekey_http::api::json_body::parse_json;
+use sidekey_http::problem::ErrorCode;
+use sidekey_http::api::session::IssueSessionRequest;
 use sidekey_domain::{Metadata, SecretRef, Subject};
 
 fuzz_target!(|data: &[u8]| {

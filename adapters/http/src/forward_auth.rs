@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use poem::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use sidekey_application::Grant;
+use sidekey_application::{Grant, Metering};
 
 /// `X-Sidekey-Session-Id`: the session that made the request.
 pub const SESSION_ID: HeaderName = HeaderName::from_static("x-sidekey-session-id");
@@ -17,6 +17,14 @@ pub const SESSION_ID: HeaderName = HeaderName::from_static("x-sidekey-session-id
 pub const SECRET_KEY_ID: HeaderName = HeaderName::from_static("x-sidekey-secret-key-id");
 /// `X-Sidekey-Subject`: the authenticated user, when the session has one.
 pub const SUBJECT: HeaderName = HeaderName::from_static("x-sidekey-subject");
+/// `X-Sidekey-Scope-Upstreams`: the upstreams a scoped session may call, comma-separated.
+pub const SCOPE_UPSTREAMS: HeaderName = HeaderName::from_static("x-sidekey-scope-upstreams");
+/// `X-Sidekey-Scope-Models`: the models a scoped session may ask for, comma-separated.
+pub const SCOPE_MODELS: HeaderName = HeaderName::from_static("x-sidekey-scope-models");
+/// `X-Forwarded-Method`: the method of the request a reverse proxy asks about.
+pub const FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+/// `X-Forwarded-Uri`: the target of the request a reverse proxy asks about.
+pub const FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 /// The headers a valid token's answer carries, as text.
 ///
@@ -30,16 +38,26 @@ pub struct VerifiedHeaders {
     pub secret_key_id: String,
     /// `X-Sidekey-Subject`, when the session has a subject.
     pub subject: Option<String>,
+    /// `X-Sidekey-Scope-Upstreams`, when the session's scope names upstreams.
+    pub scope_upstreams: Option<String>,
+    /// `X-Sidekey-Scope-Models`, when the session's scope names models.
+    pub scope_models: Option<String>,
 }
 
 impl VerifiedHeaders {
     /// What `grant` says about its session.
     pub fn of(grant: &Grant) -> Self {
         let session = &grant.session;
+        let scope = session.scope();
+        let joined = |items: Vec<String>| items.join(",");
         Self {
             session_id: session.id().to_string(),
             secret_key_id: session.secret_ref().to_string(),
             subject: session.subject().map(ToString::to_string),
+            scope_upstreams: scope
+                .upstreams()
+                .map(|set| joined(set.iter().map(ToString::to_string).collect())),
+            scope_models: scope.models().map(|list| joined(list.iter().map(ToString::to_string).collect())),
         }
     }
 
@@ -48,8 +66,14 @@ impl VerifiedHeaders {
     pub fn write_into(&self, headers: &mut HeaderMap) -> Option<()> {
         headers.insert(SESSION_ID, HeaderValue::from_str(&self.session_id).ok()?);
         headers.insert(SECRET_KEY_ID, HeaderValue::from_str(&self.secret_key_id).ok()?);
-        if let Some(subject) = &self.subject {
-            headers.insert(SUBJECT, HeaderValue::from_str(subject).ok()?);
+        for (name, value) in [
+            (SUBJECT, &self.subject),
+            (SCOPE_UPSTREAMS, &self.scope_upstreams),
+            (SCOPE_MODELS, &self.scope_models),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name, HeaderValue::from_str(value).ok()?);
+            }
         }
         Some(())
     }
@@ -72,4 +96,20 @@ pub fn latency_histogram(operation: &'static str, status: &'static str) -> metri
         "operation" => operation,
         "status" => status,
     )
+}
+
+/// The method and target of the request a reverse proxy asks about (`X-Forwarded-Method`,
+/// `X-Forwarded-Uri`), when it says.
+pub fn forwarded_request(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let method = headers.get(FORWARDED_METHOD)?.to_str().ok()?;
+    let uri = headers.get(FORWARDED_URI)?.to_str().ok()?;
+    Some((method, uri))
+}
+
+/// Whether a valid token's verification must check or count the forwarded request: the reverse proxy
+/// names it, and the session has route rules or limits. Everything else is answered as it always was.
+pub fn checks_the_forwarded_route(grant: &Grant, metering: &Metering, headers: &HeaderMap) -> bool {
+    let session = &grant.session;
+    forwarded_request(headers).is_some()
+        && (session.scope().routes().is_some() || metering.applies_to(session))
 }

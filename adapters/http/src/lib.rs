@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
 use poem_openapi::{OpenApiService, Tags};
-use sidekey_application::{CallerAuthenticator, SessionService};
+use sidekey_application::{CallerAuthenticator, Metering, SessionService};
 
 pub use api::auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
@@ -64,6 +64,8 @@ pub struct HttpState {
     pub cors: CorsSettings,
     /// Who may create sessions; `None` (`auth.mode = none`) lets any caller that reaches sidekey.
     pub callers: Option<Arc<CallerAuthenticator>>,
+    /// Limited sessions' requests admitted and metered.
+    pub metering: Arc<Metering>,
 }
 
 /// Limits of the HTTP layer.

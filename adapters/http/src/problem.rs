@@ -12,7 +12,10 @@ use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
-use sidekey_application::{AdminError, CallerAuthError, CallerRejection, IssueError, VerifyError};
+use sidekey_application::ports::{LedgerError, LimitScope, Refusal};
+use sidekey_application::{
+    AdminError, AdmitError, CallerAuthError, CallerRejection, IssueError, VerifyError,
+};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -38,6 +41,23 @@ pub struct Problem {
     /// What went wrong with this request, naming the offending field when there is one.
     pub detail: String,
     /// The stable, machine-readable error code (see the contract's Errors table).
+    pub code: String,
+    /// On the proxy routes only: the same again where the OpenAI and Anthropic SDKs look for it, so
+    /// that they surface sidekey's code and reason.
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<SdkError>,
+}
+
+/// The `error` member that LLM SDKs read from an error body.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "SdkError")]
+pub struct SdkError {
+    /// The problem's `detail`.
+    pub message: String,
+    /// The problem's `code`.
+    #[oai(rename = "type")]
+    pub error_type: String,
+    /// The problem's `code`.
     pub code: String,
 }
 
@@ -88,6 +108,16 @@ pub enum ErrorCode {
     UpstreamError,
     /// 504: a proxied upstream did not connect or answer with its headers in time.
     UpstreamTimeout,
+    /// 400: a proxied path with an encoded slash or backslash, a dot segment, or an empty segment.
+    InvalidPath,
+    /// 403: a proxied route outside the session's or the upstream's routes.
+    RouteNotAllowed,
+    /// 403: a proxied request's model outside the session's or the upstream's models.
+    ModelNotAllowed,
+    /// 403: a proxied browser call from an origin outside the session's origins.
+    OriginNotAllowed,
+    /// 429: a request, token or session budget is used up.
+    QuotaExceeded,
     /// 500: a fault of sidekey's own (never bad input).
     Internal,
 }
@@ -118,6 +148,11 @@ impl ErrorCode {
             Self::SecretSourceTimeout => "secret_source_timeout",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::InvalidPath => "invalid_path",
+            Self::RouteNotAllowed => "route_not_allowed",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Internal => "internal_error",
         }
     }
@@ -125,7 +160,9 @@ impl ErrorCode {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::InvalidPath => StatusCode::BAD_REQUEST,
+            Self::RouteNotAllowed | Self::ModelNotAllowed | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::MissingToken | Self::InvalidToken | Self::InvalidCaller => StatusCode::UNAUTHORIZED,
             Self::UserNotFound | Self::NoActiveSession => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -158,7 +195,7 @@ impl ErrorCode {
             Self::UnknownSecretKeyId => "Unknown secret_key_id",
             Self::SecretSourceError => "The secret source failed",
             Self::StoreUnavailable => "The session store is unavailable",
-            Self::RateLimited => "Too many failed requests",
+            Self::RateLimited => "Too many requests",
             Self::InvalidCaller => "The caller's credential was refused",
             Self::UserNotFound => "No such user",
             Self::NoActiveSession => "The user has no active session",
@@ -169,6 +206,11 @@ impl ErrorCode {
             Self::SecretSourceTimeout => "The secret source did not answer in time",
             Self::UpstreamError => "The upstream failed",
             Self::UpstreamTimeout => "The upstream did not answer in time",
+            Self::InvalidPath => "The proxied path is ambiguous",
+            Self::RouteNotAllowed => "The route is outside the session's scope",
+            Self::ModelNotAllowed => "The model is outside the session's scope",
+            Self::OriginNotAllowed => "The origin is outside the session's scope",
+            Self::QuotaExceeded => "A budget is used up",
             Self::Internal => "Internal error",
         }
     }
@@ -180,12 +222,14 @@ pub struct ApiError {
     code: ErrorCode,
     detail: String,
     retry_after_seconds: Option<u64>,
+    /// Whether the body carries the SDKs' `error` member too (proxy routes).
+    for_sdks: bool,
 }
 
 impl ApiError {
     /// An error with a detail written for the client. The detail must never hold a secret.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), retry_after_seconds: None }
+        Self { code, detail: detail.into(), retry_after_seconds: None, for_sdks: false }
     }
 
     /// `validation_failed` for a field that breaks a rule: the detail names the field, then the rule.
@@ -196,6 +240,13 @@ impl ApiError {
     /// The same error, telling the client to wait `seconds` before retrying.
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// The same error, its body also carrying the `error` member LLM SDKs read (proxy routes).
+    #[must_use]
+    pub fn for_sdks(mut self) -> Self {
+        self.for_sdks = true;
         self
     }
 
@@ -212,6 +263,11 @@ impl ApiError {
             status: self.code.status().as_u16(),
             detail: self.detail.clone(),
             code: self.code.as_str().to_owned(),
+            error: self.for_sdks.then(|| SdkError {
+                message: self.detail.clone(),
+                error_type: self.code.as_str().to_owned(),
+                code: self.code.as_str().to_owned(),
+            }),
         }
     }
 
@@ -306,8 +362,55 @@ impl From<IssueError> for ApiError {
                 tracing::error!(%error, "no randomness for a token");
                 Self::new(ErrorCode::Internal, "an unexpected error occurred; it has been logged")
             }
+            IssueError::InvalidScope(error) => Self::new(ErrorCode::ValidationFailed, error.to_string()),
+            IssueError::InvalidLimits(error) => Self::new(ErrorCode::ValidationFailed, error.to_string()),
         }
     }
+}
+
+/// The ledger is kept in the session store's backend: down, it is the store that is unavailable.
+impl From<LedgerError> for ApiError {
+    fn from(LedgerError::Unavailable(cause): LedgerError) -> Self {
+        tracing::warn!(%cause, "usage ledger failed");
+        Self::new(ErrorCode::StoreUnavailable, format!("the session store is unavailable; {RETRY_SHORTLY}"))
+    }
+}
+
+impl From<AdmitError> for ApiError {
+    fn from(error: AdmitError) -> Self {
+        match error {
+            AdmitError::Refused(Refusal::RateLimited { scope, retry_after }) => {
+                let whose = match scope {
+                    LimitScope::Subject => "this user's",
+                    _ => "this session's",
+                };
+                Self::new(
+                    ErrorCode::RateLimited,
+                    format!("too many requests: {whose} rate per minute is used up"),
+                )
+                .retry_after(whole_seconds(retry_after))
+            }
+            AdmitError::Refused(Refusal::QuotaExceeded { scope, retry_after }) => {
+                let what = match scope {
+                    LimitScope::Session => "the session's request or token budget is used up",
+                    LimitScope::Subject => "this user's token budget for the period is used up",
+                    LimitScope::SecretKey => "the daily token budget of this key is used up",
+                };
+                let error = Self::new(ErrorCode::QuotaExceeded, what);
+                match retry_after {
+                    Some(wait) => error.retry_after(whole_seconds(wait)),
+                    None => error,
+                }
+            }
+            AdmitError::LedgerUnavailable(cause) => LedgerError::Unavailable(cause).into(),
+        }
+    }
+}
+
+/// Whole seconds, rounded up (a `Retry-After` rounded down would invite a retry that is refused again),
+/// and at least one.
+pub fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<AdminError> for ApiError {

@@ -8,14 +8,19 @@
 //! - [`body`]: the request body counted against its limit, the response body cut when it stalls.
 //! - [`client`]: the one pooled hyper client (HTTP/1.1 keep-alive, HTTP/2 by ALPN, rustls with ring) and
 //!   the classification of its failures.
+//! - [`usage`]: the request bodies' model and ceilings, and the token usage read from answers (JSON and
+//!   streams, OpenAI and Anthropic formats) without holding a chunk back.
+//! - [`metered`]: a metered answer read on its way to the client, its reservation settled when it ends.
 //! - [`route`]: the routes, the order of their checks and their answers.
 //! - this file: [`Proxy`], the upstreams by name and the client, and [`Upstream::request`].
 
 pub mod body;
 pub mod client;
 pub mod headers;
+pub mod metered;
 pub mod route;
 pub mod upstream;
+pub mod usage;
 
 use std::collections::HashMap;
 
@@ -26,7 +31,7 @@ use sidekey_domain::SecretValue;
 pub use body::{BodyOutcome, RequestBody, ResponseBody};
 pub use client::SendError;
 pub use headers::ClientContext;
-pub use upstream::{SecretPattern, Upstream, UpstreamConfigError, UpstreamSettings};
+pub use upstream::{Upstream, UpstreamConfigError, UpstreamSettings};
 
 /// Why the proxy could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,11 @@ impl Proxy {
     /// The upstream of that name.
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.get(name)
+    }
+
+    /// What each upstream admits, for the issuance of scoped sessions.
+    pub fn policies(&self) -> Vec<sidekey_domain::UpstreamPolicy> {
+        self.upstreams.values().map(|upstream| upstream.policy().clone()).collect()
     }
 
     /// The configured names, in no particular order.

@@ -2,12 +2,12 @@
 //!
 //! `GET /v1/auth/verify` sits on every request of every user, and poem's server, router and
 //! middleware cost several times what verifying a token does (`docs/BENCHMARKS.md`, "Where verify's
-//! time goes"). So this server, not poem's, owns the connections, and [`ForwardAuth`] answers the one
+//! time goes"). So this server, not poem's, owns the connections, and `ForwardAuth` answers the one
 //! case that matters for speed, a valid token, directly: with the same headers, the same latency
 //! metric and the same `Cache-Control` as the route. Everything else, an invalid token included, goes
 //! to the poem application unchanged, so every error, problem+json body, CORS header and rate-limit
 //! decision still has one implementation. A token the fast path refused travels with the request
-//! ([`PriorRefusal`]), so the route answers it without asking the store again.
+//! (`PriorVerification`), so the route answers it without asking the store again.
 //!
 //! Connections are HTTP/1.1 or HTTP/2 (prior knowledge), as with poem's server. On shutdown the
 //! listener closes, idle connections close, in-flight requests finish, and whatever is still running
@@ -34,8 +34,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::HttpState;
-use crate::api::auth::PriorRefusal;
-use crate::forward_auth::{VerifiedHeaders, finish, latency_histogram};
+use crate::api::auth::PriorVerification;
+use crate::forward_auth::{VerifiedHeaders, checks_the_forwarded_route, finish, latency_histogram};
 use crate::rate_limit::FailureLimiter;
 
 /// The body type hyper sends: poem's, so its answers and the fast path's share one connection type.
@@ -178,7 +178,8 @@ impl hyper::service::Service<poem::http::Request<Incoming>> for ConnectionServic
 ///
 /// It takes a request only when the route would answer it exactly so: the method and path match, no
 /// `Origin` (CORS answers go through [`crate::cors`]), the client is not blocked by the rate limiter,
-/// and `Authorization` is one `Bearer` credential. A refused token is handed on as a [`PriorRefusal`].
+/// and `Authorization` is one `Bearer` credential. A refused token is handed on with the request, and so
+/// is a valid one whose forwarded route must be checked or counted (the route does that).
 struct ForwardAuth {
     state: Arc<HttpState>,
     limiter: Option<Arc<FailureLimiter>>,
@@ -211,11 +212,16 @@ impl ForwardAuth {
         let grant = match self.state.sessions.verify(token).await {
             Ok(grant) => grant,
             Err(error) => {
-                let refusal = PriorRefusal { token: token.to_owned(), error: error.into() };
+                let refusal = PriorVerification { token: token.to_owned(), outcome: Err(error.into()) };
                 request.extensions_mut().insert(refusal);
                 return Err(request);
             }
         };
+        if checks_the_forwarded_route(&grant, &self.state.metering, request.headers()) {
+            let verified = PriorVerification { token: token.to_owned(), outcome: Ok(grant) };
+            request.extensions_mut().insert(verified);
+            return Err(request);
+        }
         let mut response = Response::default();
         // A subject that cannot be a header value is left to the route, which decides what to do.
         if VerifiedHeaders::of(&grant).write_into(response.headers_mut()).is_none() {
@@ -244,15 +250,15 @@ mod tests {
 
     use poem::http::{Request, StatusCode};
     use sidekey_application::ports::MockSessionStore;
-    use sidekey_application::{Clock, Grant, Lookup, SessionService};
+    use sidekey_application::{Budgets, Clock, Grant, Lookup, Metering, SessionService};
     use sidekey_domain::{
         Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token,
     };
-    use sidekey_local::{EnvSecretSource, SystemClock};
+    use sidekey_local::{EnvSecretSource, InMemoryUsageLedger, SystemClock};
 
     use super::*;
     use crate::cors::CorsSettings;
-    use crate::problem::ErrorCode;
+    use crate::problem::{ApiError, ErrorCode};
     use crate::rate_limit::FailureQuota;
 
     struct Fixture {
@@ -293,6 +299,11 @@ mod tests {
             proxy: None,
             cors: CorsSettings::default(),
             callers: None,
+            metering: Arc::new(Metering::new(
+                Arc::new(InMemoryUsageLedger::new(Arc::new(SystemClock))),
+                Arc::new(SystemClock),
+                Budgets::default(),
+            )),
         });
         Fixture { forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() }, token, session }
     }
@@ -332,9 +343,9 @@ mod tests {
             panic!("an unknown token must be left to the route");
         };
         let refusal =
-            request.extensions().get::<PriorRefusal>().expect("the refusal travels with the request");
+            request.extensions().get::<PriorVerification>().expect("the refusal travels with the request");
         assert_eq!(refusal.token, unknown.expose());
-        assert_eq!(refusal.error.code(), ErrorCode::InvalidToken);
+        assert_eq!(refusal.outcome.as_ref().err().map(ApiError::code), Some(ErrorCode::InvalidToken));
     }
 
     #[tokio::test]
@@ -377,7 +388,10 @@ mod tests {
             let Err(request) = fixture.forward_auth.answer(request, PEER).await else {
                 panic!("{case}: must be left to the route");
             };
-            assert!(request.extensions().get::<PriorRefusal>().is_none(), "{case}: nothing was refused");
+            assert!(
+                request.extensions().get::<PriorVerification>().is_none(),
+                "{case}: nothing was verified"
+            );
         }
     }
 

@@ -18,10 +18,10 @@
 //!   `revoke_by_id` uses it as it comes, and no entry keeps an id beside its key. Tokens carry 256
 //!   random bits, so two live sessions share a key with probability about n²/2¹²³, and finding a token
 //!   for a given key is a 2¹²² second-preimage search. The key is already uniformly random, so the map
-//!   hashes it by folding its bytes ([`IdKeyHasher`]) instead of running SipHash; an attacker cannot
+//!   hashes it by folding its bytes (`IdKeyHasher`) instead of running SipHash; an attacker cannot
 //!   choose the keys that are stored (only issued tokens are), so there is nothing to flood.
 //! - **An entry** is 32 bytes: issue and expiry times and the TTL as integers, and one shared
-//!   [`Profile`] (the `secret_key_id`, subject and real key, and the [`Terms`] of a session that has
+//!   `Profile` (the `secret_key_id`, subject and real key, and the `Terms` of a session that has
 //!   metadata, a sign-in binding, a scope or limits); with its key, a table slot is 48 bytes. Plain
 //!   sessions that share all three share one profile: issuing the same key to many users' sessions stores the key once per
 //!   subject, not once per session. An ended session (a tombstone, kept so `find` can say how it

@@ -46,6 +46,13 @@
 //! Not supported by this build (the driver is used without a TLS connector): `sslmode=prefer`, the
 //! default, connects in plain text, and a URL with `sslmode=require` is refused at construction rather
 //! than failing every call.
+//!
+//! Depends on `domain` and `application` (plus tokio-postgres and deadpool); built into the binary by
+//! its `postgres` feature (on by default).
+//!
+//! # Layout
+//! - [`DirectoryConfig`]: the `[directory]` settings, which build the directory.
+//! - [`PostgresDirectory`] and its [`PostgresDirectorySettings`]: the port over a connection pool.
 
 use std::fmt;
 use std::str::FromStr;
@@ -460,11 +467,7 @@ fn describe(error: &tokio_postgres::Error, quote_message: bool) -> String {
 /// `cause` cut to [`MAX_CAUSE_LEN`] bytes (on a character boundary).
 fn capped(mut cause: String) -> String {
     if cause.len() > MAX_CAUSE_LEN {
-        let mut end = MAX_CAUSE_LEN;
-        while !cause.is_char_boundary(end) {
-            end -= 1;
-        }
-        cause.truncate(end);
+        cause.truncate(cause.floor_char_boundary(MAX_CAUSE_LEN));
         cause.push('…');
     }
     cause

@@ -103,6 +103,13 @@ impl RedisBus {
         Box::new(ChannelFeed(receiver))
     }
 
+    /// Appends `message` to the capped stream `key`.
+    async fn append(&self, what: &str, key: &str, max_len: usize, message: Vec<u8>) -> Result<(), BusError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key).arg("MAXLEN").arg("~").arg(max_len).arg("*").arg("m").arg(message);
+        self.connector.query::<Value>(what, &cmd).await.map(drop).map_err(bus_error)
+    }
+
     fn reader(&self) -> Reader {
         Reader {
             client: self.client.clone(),
@@ -119,15 +126,7 @@ fn bus_error(Unavailable(cause): Unavailable) -> BusError {
 #[async_trait]
 impl EventBus for RedisBus {
     async fn send_request(&self, request: Vec<u8>) -> Result<(), BusError> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.requests_key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(REQUEST_STREAM_LEN)
-            .arg("*")
-            .arg("m")
-            .arg(request);
-        self.connector.query::<Value>("XADD request", &cmd).await.map(drop).map_err(bus_error)
+        self.append("XADD request", &self.requests_key, REQUEST_STREAM_LEN, request).await
     }
 
     async fn send_reply(&self, inbox: &str, reply: Vec<u8>) -> Result<(), BusError> {
@@ -137,15 +136,7 @@ impl EventBus for RedisBus {
     }
 
     async fn announce(&self, announcement: Vec<u8>) -> Result<(), BusError> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.announcements_key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(ANNOUNCEMENT_STREAM_LEN)
-            .arg("*")
-            .arg("m")
-            .arg(announcement);
-        self.connector.query::<Value>("XADD announcement", &cmd).await.map(drop).map_err(bus_error)
+        self.append("XADD announcement", &self.announcements_key, ANNOUNCEMENT_STREAM_LEN, announcement).await
     }
 
     async fn open_inbox(&self) -> Result<(String, Box<dyn BusFeed>), BusError> {

@@ -303,11 +303,7 @@ fn invalid_url(error: &RedisError) -> ConfigError {
 pub(crate) fn unavailable(what: &str, error: &RedisError) -> Unavailable {
     let mut cause = format!("Redis {what} failed: {error}");
     if cause.len() > MAX_CAUSE_LEN {
-        let mut end = MAX_CAUSE_LEN;
-        while !cause.is_char_boundary(end) {
-            end -= 1;
-        }
-        cause.truncate(end);
+        cause.truncate(cause.floor_char_boundary(MAX_CAUSE_LEN));
         cause.push('…');
     }
     Unavailable(cause)

@@ -108,7 +108,7 @@
 //! if needed.
 
 mod cache;
-mod keys;
+pub(crate) mod keys;
 mod record;
 mod scripts;
 mod sealing;

@@ -101,6 +101,8 @@ fn request(ttl_seconds: Option<u64>) -> IssueRequest {
         metadata: metadata(),
         subject: Some(subject()),
         caller_session: None,
+        scope: Scope::default(),
+        limits: Limits::default(),
     }
 }
 
@@ -899,4 +901,66 @@ async fn issue_binds_the_session_to_the_callers_sign_in_session() {
     let entries = issued.session.metadata().entries();
     assert_eq!(entries.get("team").map(String::as_str), Some("search"), "the client's metadata is kept");
     assert_eq!(entries.len(), 1, "the binding is not kept in the client's metadata");
+}
+
+// Scoped sessions: a scope and limits can only narrow the configuration.
+
+fn scoping() -> crate::sessions::Scoping {
+    use sidekey_domain::{
+        LimitsParts, LimitsPolicy, ModelPattern, RoutePattern, SecretPattern, UpstreamName, UpstreamPolicy,
+    };
+    let limits = |parts| Limits::new(parts).unwrap();
+    crate::sessions::Scoping {
+        upstreams: vec![UpstreamPolicy {
+            name: UpstreamName::parse("openai").unwrap(),
+            allowed_keys: vec![SecretPattern::parse("openai-*").unwrap()],
+            routes: Some(vec![RoutePattern::parse("POST /v1/chat/completions").unwrap()]),
+            models: Some(vec![ModelPattern::parse("gpt-4o-mini").unwrap()]),
+        }],
+        limits: LimitsPolicy::new(
+            limits(LimitsParts { max_requests: Some(100), ..LimitsParts::default() }),
+            limits(LimitsParts {
+                max_requests: Some(1000),
+                max_tokens: Some(50_000),
+                ..LimitsParts::default()
+            }),
+        )
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_scope_outside_the_configuration_is_refused_before_the_secret_source_is_asked() {
+    use sidekey_domain::{RoutePattern, ScopeParts};
+    let mut secrets = MockSecretSource::new();
+    secrets.expect_fetch().never();
+    let service = service_of(MockSessionStore::new(), secrets, clock_at(at(0))).with_scoping(scoping());
+    let scope = Scope::new(ScopeParts {
+        routes: Some(vec![RoutePattern::parse("GET /v1/files").unwrap()]),
+        ..ScopeParts::default()
+    })
+    .unwrap();
+
+    let refused = service.issue(IssueRequest { scope, ..request(None) }).await.unwrap_err();
+
+    assert!(matches!(&refused, IssueError::InvalidScope(_)), "{refused:?}");
+    assert!(refused.to_string().contains("scope.routes"), "{refused}");
+}
+
+#[tokio::test]
+async fn limits_above_their_ceiling_are_refused_and_missing_ones_come_from_the_defaults_and_ceilings() {
+    use sidekey_domain::LimitsParts;
+    let mut store = MockSessionStore::new();
+    store.expect_insert().times(1).returning(|_, _| Ok(()));
+    let mut secrets = MockSecretSource::new();
+    secrets.expect_fetch().times(1).returning(|_| Ok(secret()));
+    let service = service_of(store, secrets, clock_at(at(0))).with_scoping(scoping());
+
+    let greedy = Limits::new(LimitsParts { max_tokens: Some(60_000), ..LimitsParts::default() }).unwrap();
+    let refused = service.issue(IssueRequest { limits: greedy, ..request(None) }).await.unwrap_err();
+    assert_eq!(refused.to_string(), "limits.max_tokens must be at most 50000, got 60000");
+
+    let issued = service.issue(request(None)).await.unwrap();
+    assert_eq!(issued.session.limits().max_requests(), Some(100), "the default");
+    assert_eq!(issued.session.limits().max_tokens(), Some(50_000), "the ceiling caps what was left out");
 }

@@ -31,7 +31,11 @@ pub fn defaults() -> String {
 }
 
 fn write_section(out: &mut String, section: &Section, defaults: &Value) {
-    let values = if section.name.is_empty() { Some(defaults) } else { defaults.get(&section.name) };
+    let values = if section.name.is_empty() {
+        Some(defaults)
+    } else {
+        section.name.split('.').try_fold(defaults, |values, part| values.get(part))
+    };
     let comment = |out: &mut String, text: &str| {
         for line in wrap(text, 100) {
             out.push_str("# ");

@@ -69,9 +69,9 @@ pub fn sections() -> &'static [Section] {
             if let Some(items) = property.get("items").map(|items| resolver.resolve(items))
                 && resolver.is_table(&items)
             {
-                sections.push(resolver.section(&name, true, description, &items));
+                resolver.sections(&name, true, description, &items, &mut sections);
             } else if resolver.is_table(&property) {
-                sections.push(resolver.section(&name, false, description, &property));
+                resolver.sections(&name, false, description, &property, &mut sections);
             } else {
                 top.keys.push(resolver.key(name, &property, false));
             }
@@ -161,22 +161,29 @@ impl Resolver {
         !self.properties(schema).is_empty()
     }
 
-    fn section(&self, name: &str, array: bool, description: String, schema: &Value) -> Section {
+    /// The section `name` and, after it, the tables nested in it (`[limits.default]`).
+    fn sections(&self, name: &str, array: bool, description: String, schema: &Value, out: &mut Vec<Section>) {
         let required: Vec<&str> = schema
             .get("required")
             .and_then(Value::as_array)
             .map(|names| names.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let prefix = if array { format!("{name}[].") } else { format!("{name}.") };
-        let keys = self
-            .properties(schema)
-            .into_iter()
-            .map(|(key, property)| {
+        let mut keys = Vec::new();
+        let mut nested = Vec::new();
+        for (key, property) in self.properties(schema) {
+            let property = self.resolve(&property);
+            if !array && self.is_table(&property) {
+                nested.push((format!("{name}.{key}"), text(&property, "description"), property));
+            } else {
                 let required = array && required.contains(&key.as_str());
-                self.key(format!("{prefix}{key}"), &self.resolve(&property), required)
-            })
-            .collect();
-        Section { name: name.to_owned(), array, description, keys }
+                keys.push(self.key(format!("{prefix}{key}"), &property, required));
+            }
+        }
+        out.push(Section { name: name.to_owned(), array, description, keys });
+        for (name, description, property) in nested {
+            self.sections(&name, false, description, &property, out);
+        }
     }
 
     fn key(&self, path: String, schema: &Value, required: bool) -> Key {

@@ -6,11 +6,13 @@
 //!   the reason printed, or fail under `CI=true` ([`under_ci`], [`skip`], [`skip_unless_installed`]).
 //! - [`unique`]: what keeps tests apart: [`random_hex`], [`free_port`], [`TempDir`].
 //! - [`clock`]: [`ManualClock`], a `Clock` the test moves by hand.
+//! - [`ledger_contract`]: the `UsageLedger` contract, one suite that every ledger runs.
 //! - [`store_contract`]: the `SessionStore` contract, one suite that every store runs.
-//! - [`redis_server`], [`postgres_server`]: private servers for outage tests (features `redis`, `postgres`).
+//! - `redis_server`, `postgres_server`: private servers for outage tests (features `redis`, `postgres`).
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod ledger_contract;
 #[cfg(feature = "postgres")]
 pub mod postgres_server;
 #[cfg(feature = "redis")]

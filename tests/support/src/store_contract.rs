@@ -1,8 +1,8 @@
 //! The `SessionStore` contract, as one suite run against every implementation: the memory store's tests
-//! and the Redis store's (with and without its cache) instantiate it with [`store_contract_suite!`].
+//! and the Redis store's (with and without its cache) instantiate it with [`store_contract_suite!`](crate::store_contract_suite!).
 //!
 //! Each test is written once, in [`contract`], against `Arc<dyn SessionStore>` and a [`ManualClock`];
-//! [`store_contract_suite!`] instantiates the whole suite for one backend, with the instant its clock
+//! [`store_contract_suite!`](crate::store_contract_suite!) instantiates the whole suite for one backend, with the instant its clock
 //! starts at and a factory that builds the store on that clock (or `None` to skip, when the backend's
 //! service is not there).
 

@@ -47,10 +47,14 @@ async fn issuing_a_session_answers_201_with_the_contract_shape_and_no_store() {
             "expires_at",
             "expires_in",
             "secret_key_id",
-            "subject"
+            "subject",
+            "scope",
+            "limits",
+            "usage"
         ]),
         "{body}"
     );
+    assert_eq!(body["usage"], json!({"requests": 0, "input_tokens": 0, "output_tokens": 0}), "{body}");
     let token = body["token"].as_str().unwrap();
     assert!(token.starts_with("skt_"), "{token:?} lacks the skt_ prefix");
     assert_eq!(token.len(), 53, "{token:?}");
@@ -125,7 +129,11 @@ async fn showing_a_session_gives_its_fields_but_never_the_token_or_the_real_key(
             "issued_at",
             "expires_at",
             "expires_in",
-            "metadata"
+            "metadata",
+            "scope",
+            "limits",
+            "usage",
+            "remaining"
         ]),
         "{body}"
     );

@@ -1,4 +1,4 @@
-//! The protected proxy (`shared/CONTRACT.md`, Proxy) over real HTTP: a fresh sidekey on `127.0.0.1:0` per
+//! The protected proxy (the README's "The proxy") over real HTTP: a fresh sidekey on `127.0.0.1:0` per
 //! test, in front of a fake upstream the test starts on `127.0.0.1:0` too. No external network.
 //!
 //! # Layout

@@ -8,6 +8,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
+use sidekey_application::ports::{Account, WindowTotals};
 use sidekey_application::{AdminError, RevocationTarget, SessionFilter};
 use sidekey_domain::{SecretRef, SessionId, Subject};
 
@@ -48,6 +49,45 @@ pub struct RevocationRequest {
 pub struct RevocationResult {
     /// Sessions revoked on every instance.
     pub revoked: u64,
+}
+
+/// Totals over one UTC window.
+#[derive(Debug, Object)]
+#[oai(rename = "WindowUsage")]
+pub struct WindowUsage {
+    /// Proxied requests admitted.
+    pub requests: u64,
+    /// Input tokens the upstreams reported.
+    pub input_tokens: u64,
+    /// Output tokens the upstreams reported.
+    pub output_tokens: u64,
+}
+
+/// A subject's or a key's usage in the current UTC day and month (counted for limited sessions).
+#[derive(Debug, Object)]
+#[oai(rename = "AccountUsage")]
+pub struct AccountUsageView {
+    /// The current UTC day.
+    pub day: WindowUsage,
+    /// The current UTC calendar month.
+    pub month: WindowUsage,
+}
+
+impl From<WindowTotals> for WindowUsage {
+    fn from(totals: WindowTotals) -> Self {
+        Self {
+            requests: totals.requests,
+            input_tokens: totals.input_tokens,
+            output_tokens: totals.output_tokens,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum UsageResponse {
+    /// The totals.
+    #[oai(status = 200)]
+    Ok(Json<AccountUsageView>),
 }
 
 #[derive(ApiResponse)]
@@ -98,9 +138,41 @@ impl AdminApi {
         };
         let limit = limit.0.unwrap_or(DEFAULT_LIST_LIMIT).min(MAX_LIST_LIMIT) as usize;
         let sessions = state.sessions.list(&filter, limit).await.map_err(ApiError::from)?;
-        let now = state.sessions.now();
-        let sessions = sessions.iter().map(|session| SessionView::new(session, now)).collect();
+        let mut views = Vec::with_capacity(sessions.len());
+        for session in &sessions {
+            views.push(SessionView::read(&state, session, false).await?);
+        }
+        let sessions = views;
         Ok(ListResponse::Ok(Json(SessionList { sessions })))
+    }
+
+    /// Usage of a subject or a key
+    ///
+    /// The current UTC day's and month's requests and tokens of every session of one subject or one
+    /// `secret_key_id`: exactly one of the two.
+    #[oai(path = "/v1/admin/usage", method = "get", operation_id = "admin_usage")]
+    async fn usage(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        _admin: AdminAccess,
+        /// The subject whose usage to read.
+        subject: Query<Option<String>>,
+        /// The `secret_key_id` whose usage to read.
+        secret_key_id: Query<Option<String>>,
+    ) -> Result<UsageResponse, ApiFailure> {
+        let account = match (subject.0.as_deref(), secret_key_id.0.as_deref()) {
+            (Some(subject), None) => Account::Subject(parse_subject(subject)?),
+            (None, Some(name)) => Account::SecretKey(parse_secret_ref(name)?),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    "give exactly one of subject and secret_key_id",
+                )
+                .into());
+            }
+        };
+        let usage = state.metering.account_usage(&account).await.map_err(ApiError::from)?;
+        Ok(UsageResponse::Ok(Json(AccountUsageView { day: usage.day.into(), month: usage.month.into() })))
     }
 
     /// Revoke one session

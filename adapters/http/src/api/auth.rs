@@ -34,25 +34,26 @@ pub struct PresentedToken(pub Bearer);
 pub struct VerifiedSession(pub Grant);
 
 async fn verify_presented(request: &Request, bearer: Bearer) -> poem::Result<Grant> {
-    if let Some(prior) = request.extensions().get::<PriorRefusal>()
+    if let Some(prior) = request.extensions().get::<PriorVerification>()
         && prior.token == bearer.token
     {
-        return Err(prior.error.clone().into());
+        return prior.outcome.clone().map_err(Into::into);
     }
     Ok(verify_token(state_of(request)?, &bearer.token).await?)
 }
 
-/// The forward-auth fast path's refusal of the request's token ([`crate::server`]), handed on with the
-/// request so the route answers it without asking the store a second time (which, with the store down,
-/// would also double the wait for the 503).
+/// The forward-auth fast path's verification of the request's token ([`crate::server`]), handed on with
+/// the request when the route must answer it (a refusal, or a check the fast path leaves to the route),
+/// so the store is not asked a second time (which, with the store down, would also double the wait for
+/// the 503).
 ///
 /// No `Debug`: it holds the presented token.
 #[derive(Clone)]
-pub(crate) struct PriorRefusal {
-    /// The token that was refused, as presented.
+pub(crate) struct PriorVerification {
+    /// The token that was verified, as presented.
     pub(crate) token: String,
-    /// The answer to it.
-    pub(crate) error: ApiError,
+    /// What it granted, or the answer to its refusal.
+    pub(crate) outcome: Result<Grant, ApiError>,
 }
 
 /// Verifies the bearer token of a request that is not an OpenAPI operation (same errors as

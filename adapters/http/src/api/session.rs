@@ -8,14 +8,17 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
+use sidekey_application::Grant;
 use sidekey_application::{AuthenticatedCaller, CallerAuthenticator, CallerCredential, IssueRequest};
-use sidekey_domain::{Metadata, SecretRef, Session};
+use sidekey_domain::{Metadata, ProxyPath, SecretRef, Session, TokenUsage};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::auth::{PresentedToken, VerifiedSession};
 use super::json_body::JsonBody;
-use crate::forward_auth::VerifiedHeaders;
+use super::terms::{LimitsObject, RemainingObject, ScopeObject, UsageObject};
+use crate::forward_auth::{VerifiedHeaders, checks_the_forwarded_route, forwarded_request};
+use crate::problem::ErrorCode;
 use crate::problem::{ApiError, ApiFailure, TokenFailure};
 use crate::{ApiTags, HttpState};
 
@@ -33,6 +36,10 @@ pub struct IssueSessionRequest {
     pub ttl_seconds: Option<u64>,
     /// Free-form labels: at most 16 entries of at most 256 characters each.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// What the session may reach, within what the configuration allows.
+    pub scope: Option<ScopeObject>,
+    /// What the session may consume: left out, the configured defaults; never above the ceilings.
+    pub limits: Option<LimitsObject>,
 }
 
 /// A new session and its token. The token is shown only here, once.
@@ -53,6 +60,12 @@ pub struct IssuedSession {
     pub secret_key_id: String,
     /// The authenticated user the session belongs to, or null.
     pub subject: Option<String>,
+    /// What the session may reach.
+    pub scope: ScopeObject,
+    /// What the session may consume.
+    pub limits: LimitsObject,
+    /// What it has used (nothing yet).
+    pub usage: UsageObject,
 }
 
 /// A session as clients and admins see it: never the token, never the real key.
@@ -73,19 +86,41 @@ pub struct SessionView {
     pub expires_in: u64,
     /// The labels given at issue.
     pub metadata: BTreeMap<String, String>,
+    /// What the session may reach.
+    pub scope: ScopeObject,
+    /// What the session may consume.
+    pub limits: LimitsObject,
+    /// What it has used.
+    pub usage: UsageObject,
+    /// What it may still use under its own limits (in `GET /v1/session` only).
+    pub remaining: Option<RemainingObject>,
 }
 
 impl SessionView {
-    pub(crate) fn new(session: &Session, now: SystemTime) -> Self {
-        Self {
+    /// The view of `session` at `now`, with its usage read from the ledger (and what remains, when
+    /// `with_remaining`).
+    ///
+    /// # Errors
+    /// 503 `store_unavailable` when the usage cannot be read.
+    pub(crate) async fn read(
+        state: &HttpState,
+        session: &Session,
+        with_remaining: bool,
+    ) -> Result<Self, ApiError> {
+        let usage = state.metering.session_usage(session).await?;
+        Ok(Self {
             session_id: session.id().as_uuid(),
             secret_key_id: session.secret_ref().to_string(),
             subject: session.subject().map(ToString::to_string),
             issued_at: session.issued_at().into(),
             expires_at: session.expires_at().into(),
-            expires_in: whole_seconds_left(session, now),
+            expires_in: whole_seconds_left(session, state.sessions.now()),
             metadata: session.metadata().entries().clone(),
-        }
+            scope: ScopeObject::of(session.scope()),
+            limits: LimitsObject::of(session.limits()),
+            usage: UsageObject::of(&usage),
+            remaining: with_remaining.then(|| RemainingObject::of(session.limits(), &usage)),
+        })
     }
 }
 
@@ -126,6 +161,15 @@ enum VerifyResponse {
         #[oai(header = "X-Sidekey-Session-Id")] String,
         #[oai(header = "X-Sidekey-Secret-Key-Id")] String,
         #[oai(header = "X-Sidekey-Subject")] Option<String>,
+        /// The upstreams a scoped session may call, comma-separated.
+        #[oai(header = "X-Sidekey-Scope-Upstreams")]
+        Option<String>,
+        /// The models a scoped session may ask for, comma-separated.
+        #[oai(header = "X-Sidekey-Scope-Models")]
+        Option<String>,
+        /// Requests the session may still make, when it has `max_requests` and the request was counted.
+        #[oai(header = "X-Sidekey-Requests-Remaining")]
+        Option<u64>,
     ),
 }
 
@@ -158,8 +202,17 @@ impl SessionApi {
             Some(caller) => (Some(caller.subject), caller.bound_to.map(|session| session.id)),
             None => (None, None),
         };
-        let request =
-            IssueRequest { secret_ref, ttl_seconds: body.ttl_seconds, metadata, subject, caller_session };
+        let scope = body.scope.as_ref().map(ScopeObject::to_scope).transpose()?.unwrap_or_default();
+        let limits = body.limits.as_ref().map(LimitsObject::to_limits).transpose()?.unwrap_or_default();
+        let request = IssueRequest {
+            secret_ref,
+            ttl_seconds: body.ttl_seconds,
+            metadata,
+            subject,
+            caller_session,
+            scope,
+            limits,
+        };
         let issued = state.sessions.issue(request).await.map_err(ApiError::from)?;
         let session = &issued.session;
         let body = IssuedSession {
@@ -170,6 +223,9 @@ impl SessionApi {
             expires_in: whole_seconds_left(session, state.sessions.now()),
             secret_key_id: session.secret_ref().to_string(),
             subject: session.subject().map(ToString::to_string),
+            scope: ScopeObject::of(session.scope()),
+            limits: LimitsObject::of(session.limits()),
+            usage: UsageObject::default(),
         };
         Ok(IssueResponse::Created(Json(body), "no-store".to_owned()))
     }
@@ -184,7 +240,7 @@ impl SessionApi {
         auth: VerifiedSession,
     ) -> Result<SessionResponse, TokenFailure> {
         let VerifiedSession(grant) = auth;
-        Ok(SessionResponse::Ok(Json(SessionView::new(&grant.session, state.sessions.now()))))
+        Ok(SessionResponse::Ok(Json(SessionView::read(&state, &grant.session, true).await?)))
     }
 
     /// Refresh the current session
@@ -198,7 +254,7 @@ impl SessionApi {
         auth: PresentedToken,
     ) -> Result<SessionResponse, TokenFailure> {
         let session = state.sessions.refresh(&auth.0.token).await.map_err(ApiError::from)?;
-        Ok(SessionResponse::Ok(Json(SessionView::new(&session, state.sessions.now()))))
+        Ok(SessionResponse::Ok(Json(SessionView::read(&state, &session, true).await?)))
     }
 
     /// Revoke the current session
@@ -219,11 +275,56 @@ impl SessionApi {
     /// For nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 200 with the session's headers,
     /// or 401. No body.
     #[oai(path = "/v1/auth/verify", method = "get", operation_id = "verify_token")]
-    async fn verify(&self, auth: VerifiedSession) -> Result<VerifyResponse, TokenFailure> {
+    async fn verify(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        request: &poem::Request,
+        auth: VerifiedSession,
+    ) -> Result<VerifyResponse, ApiFailure> {
+        let grant = &auth.0;
+        let remaining = if checks_the_forwarded_route(grant, &state.metering, request.headers()) {
+            check_forwarded(&state, grant, request.headers()).await?
+        } else {
+            None
+        };
         // Every field by name: a header added to `VerifiedHeaders` must be added here too.
-        let VerifiedHeaders { session_id, secret_key_id, subject } = VerifiedHeaders::of(&auth.0);
-        Ok(VerifyResponse::Valid(session_id, secret_key_id, subject))
+        let VerifiedHeaders { session_id, secret_key_id, subject, scope_upstreams, scope_models } =
+            VerifiedHeaders::of(grant);
+        Ok(VerifyResponse::Valid(
+            session_id,
+            secret_key_id,
+            subject,
+            scope_upstreams,
+            scope_models,
+            remaining,
+        ))
     }
+}
+
+/// Forward-auth for a request the reverse proxy names (`X-Forwarded-Method`, `X-Forwarded-Uri`): its route
+/// must lie within the session's scope, and a limited session's request is counted, as the proxy would.
+/// Returns what remains of `max_requests`.
+async fn check_forwarded(
+    state: &HttpState,
+    grant: &Grant,
+    headers: &poem::http::HeaderMap,
+) -> Result<Option<u64>, ApiError> {
+    let Some((method, uri)) = forwarded_request(headers) else { return Ok(None) };
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let path =
+        ProxyPath::parse(path).map_err(|error| ApiError::new(ErrorCode::InvalidPath, error.to_string()))?;
+    if !grant.session.scope().admits_route(method, &path) {
+        return Err(ApiError::new(
+            ErrorCode::RouteNotAllowed,
+            format!("{method} {} is outside the session's scope", path.as_str()),
+        ));
+    }
+    let admitted = state.metering.admit(&grant.session, 0).await?;
+    if let Some((reservation, _)) = &admitted {
+        // Nothing is metered behind a reverse proxy: the (empty) reservation is settled at once.
+        state.metering.settle(reservation, TokenUsage::default()).await;
+    }
+    Ok(admitted.and_then(|(_, remaining)| remaining.requests))
 }
 
 /// The cookie in which Better Auth keeps its session token (`token.signature`).

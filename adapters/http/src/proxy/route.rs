@@ -1,21 +1,36 @@
 //! `ANY /v1/proxy/{upstream}/{path…}` and `ANY /v1/chatkit[/{path…}]`: the session token in, the real key
 //! out, bodies streamed both ways.
 //!
-//! The order of the checks is the contract's and never leaks more than the caller may know: the token
-//! first (401 before anything about upstreams is revealed), then the upstream (404), then whether the
-//! session's `secret_key_id` may go there (403, and the key is not sent), then the request itself (400,
-//! 413). Only then is the upstream contacted.
+//! The checks run in the contract's order, and none of the refusals contacts the upstream: the token
+//! (401, before anything about upstreams is revealed), the upstream (404), whether the session's key may
+//! go there and its scope names it (403 `forbidden`), the method (405: TRACE and CONNECT never go), the
+//! path (400 `invalid_path`: the path checked is exactly the path forwarded), the route (403
+//! `route_not_allowed`), the origin (403 `origin_not_allowed`), the body's size (413), the model (403
+//! `model_not_allowed`), then the session's and its subject's rate and budgets (429 `rate_limited`,
+//! `quota_exceeded`; 503 when they cannot be counted: fail closed).
+//!
+//! The body is read whole (bounded by the upstream's limit) only when a rule needs it: a model rule, a
+//! per-request output ceiling (clamped in the body), or a token budget (the answer's usage must be read,
+//! and an OpenAI chat stream asked for it). Otherwise it streams through untouched. Every error that
+//! sidekey itself answers here carries the `error` member the LLM SDKs read.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use poem::http::{StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::web::headers::authorization::Bearer;
 use poem::web::headers::{Authorization, HeaderMapExt};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
+use sidekey_application::ports::{Remaining, Reservation};
+use sidekey_application::{AUDIT_TARGET, Grant};
+use sidekey_domain::ProxyPath;
 
+use super::metered::{MeteredBody, Reserved, Settlement};
+use super::usage::{Endpoint as ApiEndpoint, RequestRules, UsageMeter, models_from_query, prepare_request};
 use super::{
     BodyOutcome, ClientContext, Outbound, OutboundError, RequestBody, ResponseBody, SendError, Upstream,
 };
@@ -29,6 +44,11 @@ pub const PROXY_PREFIX: &str = "/v1/proxy";
 pub const CHATKIT_PREFIX: &str = "/v1/chatkit";
 /// The upstream that `/v1/chatkit` reaches.
 pub const CHATKIT_UPSTREAM: &str = "chatkit";
+
+/// `X-Sidekey-Requests-Remaining`: requests the session may still make.
+const REQUESTS_REMAINING: &str = "x-sidekey-requests-remaining";
+/// `X-Sidekey-Tokens-Remaining`: tokens the session (or, tighter, its subject) may still use.
+const TOKENS_REMAINING: &str = "x-sidekey-tokens-remaining";
 
 /// The label of these routes in `sidekey_http_request_duration_seconds`.
 const OPERATION: OperationId = OperationId("proxy");
@@ -68,11 +88,31 @@ impl Endpoint for ProxyRoute {
     async fn call(&self, request: Request) -> poem::Result<Response> {
         let mut response = match forward(*self, request).await {
             Ok(response) => response,
-            Err(error) => error.into_response(),
+            Err(error) => error.for_sdks().into_response(),
         };
         response.set_data(OPERATION);
         Ok(response)
     }
+}
+
+/// A refusal of a request that reached an upstream's checks: counted, audited, answered.
+fn refuse(upstream: &Upstream, grant: &Grant, reason: &'static str, error: ApiError) -> ApiError {
+    metrics::counter!(
+        "sidekey_proxy_refusals_total",
+        "upstream" => upstream.name().to_owned(),
+        "reason" => reason,
+    )
+    .increment(1);
+    count(upstream, error.code().status(), reason);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = "proxy.refused",
+        reason,
+        upstream = upstream.name(),
+        session_id = %grant.session.id(),
+        subject = grant.session.subject().map(|subject| subject.as_str()),
+    );
+    error
 }
 
 async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, ApiError> {
@@ -91,25 +131,68 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         .typed_get::<Authorization<Bearer>>()
         .map(|header| header.token().to_owned())
         .unwrap_or_default();
-    let upstream = state
-        .proxy
-        .as_ref()
+    let proxy = state.proxy.as_ref();
+    let upstream = proxy
         .and_then(|proxy| proxy.upstream(name))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no upstream is named {name:?}")))?;
     let session = &grant.session;
-    let secret_key_id = session.secret_ref();
-    if !upstream.allows(secret_key_id) {
+    let scope = session.scope();
+    if !upstream.allows(session.secret_ref()) {
         tracing::warn!(
             target: LOG_TARGET,
             upstream = upstream.name(),
             session_id = %session.id(),
-            %secret_key_id,
+            secret_key_id = %session.secret_ref(),
             "refused: this secret_key_id may not be sent to this upstream"
         );
         count(upstream, StatusCode::FORBIDDEN, "forbidden");
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             format!("the session's secret_key_id may not be sent to upstream {:?}", upstream.name()),
+        ));
+    }
+    if !scope.admits_upstream(&upstream.policy().name) {
+        return Err(refuse(
+            upstream,
+            &grant,
+            "forbidden",
+            ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the session's scope does not include upstream {:?}", upstream.name()),
+            ),
+        ));
+    }
+    let method = request.method().clone();
+    if method == Method::TRACE || method == Method::CONNECT {
+        return Err(refuse(
+            upstream,
+            &grant,
+            "method_not_allowed",
+            ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is never forwarded")),
+        ));
+    }
+    let path = ProxyPath::parse(below).map_err(|error| {
+        refuse(upstream, &grant, "invalid_path", ApiError::new(ErrorCode::InvalidPath, error.to_string()))
+    })?;
+    if !(upstream.policy().admits_route(method.as_str(), &path) && scope.admits_route(method.as_str(), &path))
+    {
+        return Err(refuse(
+            upstream,
+            &grant,
+            "route_not_allowed",
+            ApiError::new(
+                ErrorCode::RouteNotAllowed,
+                format!("{method} {} is outside the session's scope", path.as_str()),
+            ),
+        ));
+    }
+    let origin = request.headers().get(header::ORIGIN).map(|value| value.to_str().unwrap_or("\u{0}"));
+    if !scope.admits_origin(origin) {
+        return Err(refuse(
+            upstream,
+            &grant,
+            "origin_not_allowed",
+            ApiError::new(ErrorCode::OriginNotAllowed, "the request's Origin is outside the session's scope"),
         ));
     }
     let limit = upstream.max_request_body_bytes();
@@ -123,14 +206,98 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         return Err(too_large(limit));
     }
 
+    // Which rules read the body.
+    let model_rule = upstream.policy().restricts_models(scope);
+    let clamp = session.limits().max_output_tokens_per_request();
+    let meters_tokens = state.metering.meters_tokens(session);
+    let endpoint = ApiEndpoint::of(path.as_str(), upstream.usage_format());
+    let query = request.uri().query().map(str::to_owned);
+    if model_rule {
+        for model in query.as_deref().map(models_from_query).unwrap_or_default() {
+            check_model(upstream, &grant, &model)?;
+        }
+    }
+    let reads_body = model_rule || clamp.is_some() || meters_tokens;
     let outcome = BodyOutcome::default();
-    let body = RequestBody::new(BoxBody::from(request.take_body()), limit, outcome.clone());
+    let mut include_usage_injected = false;
+    let mut input_estimate = declared.unwrap_or(0) / 4;
+    let body = if reads_body && method != Method::GET && method != Method::HEAD {
+        let bytes = read_body(request.take_body(), limit).await.map_err(|error| match error {
+            BodyReadError::TooLarge => {
+                count(upstream, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+                too_large(limit)
+            }
+            BodyReadError::Unreadable => {
+                count(upstream, StatusCode::BAD_REQUEST, "client_body_error");
+                ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read")
+            }
+        })?;
+        input_estimate = bytes.len() as u64 / 4;
+        let forwarded = if bytes.is_empty() {
+            bytes
+        } else {
+            let rules = RequestRules {
+                endpoint,
+                format: upstream.usage_format(),
+                max_output_tokens: clamp,
+                inject_include_usage: meters_tokens,
+            };
+            let prepared = prepare_request(&bytes, &rules).map_err(|error| {
+                let code = match error {
+                    super::usage::BodyError::NotJson(_) | super::usage::BodyError::NotAnObject => {
+                        ErrorCode::InvalidRequest
+                    }
+                    _ => ErrorCode::ValidationFailed,
+                };
+                refuse(upstream, &grant, "invalid_body", ApiError::new(code, error.to_string()))
+            })?;
+            if model_rule && let Some(model) = &prepared.model {
+                check_model(upstream, &grant, model)?;
+            }
+            include_usage_injected = prepared.include_usage_injected;
+            prepared.body.unwrap_or(bytes)
+        };
+        // The body's length is now known: hyper writes its Content-Length.
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+        RequestBody::new(
+            BoxBody::new(Full::new(forwarded).map_err(|never| match never {})),
+            limit,
+            outcome.clone(),
+        )
+    } else {
+        RequestBody::new(BoxBody::from(request.take_body()), limit, outcome.clone())
+    };
+
+    // Rate and budgets last, so that a refusal above never counts.
+    let reserved =
+        Reserved { input: input_estimate, output: clamp.map_or(upstream.reserve_tokens(), u64::from) };
+    let admitted =
+        state.metering.admit(session, reserved.input.saturating_add(reserved.output)).await.map_err(
+            |error| {
+                let (reason, error) = match &error {
+                    sidekey_application::AdmitError::Refused(
+                        sidekey_application::ports::Refusal::RateLimited { .. },
+                    ) => ("rate_limited", ApiError::from(error)),
+                    sidekey_application::AdmitError::Refused(_) => ("quota_exceeded", ApiError::from(error)),
+                    sidekey_application::AdmitError::LedgerUnavailable(_) => {
+                        ("store_unavailable", ApiError::from(error))
+                    }
+                };
+                refuse(upstream, &grant, reason, error)
+            },
+        )?;
+
     let subject = session.subject().map(ToString::to_string);
+    let mut headers = request.headers().clone();
+    if meters_tokens {
+        // The meter reads the answer as sent: a compressed one could not be read.
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
     let outbound = Outbound {
-        method: request.method().clone(),
-        path: below,
-        query: request.uri().query(),
-        headers: request.headers(),
+        method: method.clone(),
+        path: path.as_str(),
+        query: query.as_deref(),
+        headers: &headers,
         context: ClientContext {
             addr: request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip),
             proto: request.scheme().as_str(),
@@ -148,26 +315,34 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
             ApiError::new(ErrorCode::Internal, error.to_string())
         }
     })?;
-    drop(outbound);
-    let method = request.method().clone();
 
     let started = Instant::now();
-    let proxy = state.proxy.as_ref().expect("an upstream was found, so the proxy exists");
+    let proxy = proxy.expect("an upstream was found, so the proxy exists");
     let sent = proxy.send(upstream, upstream_request).await;
     let elapsed = started.elapsed();
+    let settle_nothing = |admitted: &Option<(Box<Reservation>, Remaining)>| {
+        // Nothing was generated: give the reservation back at once rather than at its lapse.
+        if let Some((reservation, _)) = admitted {
+            let (metering, reservation) = (state.metering.clone(), reservation.clone());
+            tokio::spawn(async move { metering.settle(&reservation, Default::default()).await });
+        }
+    };
 
     // The body counter is the truth about the body, whatever the upstream made of the broken request.
     if outcome.too_large() {
+        settle_nothing(&admitted);
         count(upstream, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
         return Err(too_large(limit));
     }
     if outcome.unreadable() {
+        settle_nothing(&admitted);
         count(upstream, StatusCode::BAD_REQUEST, "client_body_error");
         return Err(ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read"));
     }
     let upstream_response = match sent {
         Ok(response) => response,
         Err(SendError::Timeout) => {
+            settle_nothing(&admitted);
             tracing::warn!(
                 target: LOG_TARGET,
                 upstream = upstream.name(),
@@ -182,6 +357,7 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
             ));
         }
         Err(SendError::Unreachable(cause)) => {
+            settle_nothing(&admitted);
             tracing::warn!(
                 target: LOG_TARGET,
                 upstream = upstream.name(),
@@ -208,24 +384,95 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         target: LOG_TARGET,
         upstream = upstream.name(),
         %method,
-        path = below,
+        path = path.as_str(),
         status = status.as_u16(),
         headers_ms = elapsed.as_millis() as u64,
         session_id = %session.id(),
         "proxied"
     );
-    Ok(into_poem_response(upstream, upstream_response))
+    let metered = admitted.map(|(reservation, remaining)| Metered {
+        settlement: Settlement::new(
+            state.metering.clone(),
+            reservation,
+            reserved,
+            Arc::from(upstream.name()),
+            upstream.usage_format(),
+            status.is_success(),
+        ),
+        remaining,
+        endpoint,
+        strip: include_usage_injected,
+    });
+    Ok(into_poem_response(upstream, upstream_response, metered))
 }
 
-/// The upstream's answer as poem's, its body streamed.
+/// What a metered answer needs on its way back.
+struct Metered {
+    settlement: Settlement,
+    remaining: Remaining,
+    endpoint: ApiEndpoint,
+    strip: bool,
+}
+
+fn check_model(upstream: &Upstream, grant: &Grant, model: &str) -> Result<(), ApiError> {
+    if upstream.policy().admits_model(model) && grant.session.scope().admits_model(model) {
+        return Ok(());
+    }
+    Err(refuse(
+        upstream,
+        grant,
+        "model_not_allowed",
+        ApiError::new(
+            ErrorCode::ModelNotAllowed,
+            format!("the model {model:?} is outside the session's scope"),
+        ),
+    ))
+}
+
+enum BodyReadError {
+    TooLarge,
+    Unreadable,
+}
+
+/// The whole request body, at most `limit` bytes.
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, BodyReadError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(BoxBody::from(body), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(BodyReadError::TooLarge),
+        Err(_) => Err(BodyReadError::Unreadable),
+    }
+}
+
+/// The upstream's answer as poem's, its body streamed (through the meter when the request is metered).
 fn into_poem_response(
     upstream: &Upstream,
     response: hyper::http::Response<hyper::body::Incoming>,
+    metered: Option<Metered>,
 ) -> Response {
     let (mut parts, incoming) = response.into_parts();
     super::headers::clean_response_headers(&mut parts.headers);
     let body = ResponseBody::new(incoming, upstream.idle_timeout, Arc::from(upstream.name()));
-    let mut response = Response::builder().status(parts.status).body(Body::from(BoxBody::new(body)));
+    let body = match metered {
+        None => Body::from(BoxBody::new(body)),
+        Some(Metered { settlement, remaining, endpoint, strip }) => {
+            let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+            let meter = UsageMeter::new(upstream.usage_format(), endpoint, content_type, strip);
+            if strip {
+                // The stripped usage chunk shortens the body.
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            for (name, value) in
+                [(REQUESTS_REMAINING, remaining.requests), (TOKENS_REMAINING, remaining.tokens)]
+            {
+                if let Some(value) = value {
+                    parts.headers.insert(name, HeaderValue::from(value));
+                }
+            }
+            Body::from(BoxBody::new(MeteredBody::new(body, meter, settlement)))
+        }
+    };
+    let mut response = Response::builder().status(parts.status).body(body);
     *response.headers_mut() = parts.headers;
     response
 }
@@ -274,6 +521,7 @@ mod tests {
         let chatkit = ProxyRoute::ChatKit;
         assert_eq!(chatkit.split("/v1/chatkit"), Some(("chatkit", "")));
         assert_eq!(chatkit.split("/v1/chatkit/threads/1"), Some(("chatkit", "/threads/1")));
+        assert_eq!(chatkit.split("/v1/chatkit/x"), Some(("chatkit", "/x")));
         assert_eq!(chatkit.split("/v1/chatkitx"), None);
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use hyper::http::uri::{Authority, Scheme};
 use hyper::http::{HeaderName, HeaderValue, Uri};
-use sidekey_domain::SecretRef;
-use sidekey_domain::secret_ref::MAX_SECRET_REF_LEN;
+use sidekey_domain::{ModelPattern, RoutePattern, SecretPattern, SecretRef, UpstreamName, UpstreamPolicy};
+
+use super::usage::UsageFormat;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,28 @@ pub struct UpstreamSettings {
     /// `Content-Length`).
     #[serde(default = "UpstreamSettings::default_max_request_body_bytes")]
     pub max_request_body_bytes: u64,
+    /// The routes sessions may call here: `"METHOD /path"`, a final `/*` for a path and everything below
+    /// it, `ANY` for every method (e.g. `"POST /v1/chat/completions"`); absent: any route, with a warning
+    /// at start-up.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+    /// The models sessions may ask for here (the JSON body's top-level `model`, or a `model` query
+    /// parameter): exact names or trailing-`*` patterns; absent: any model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// How token usage is read from this upstream's answers: `openai`, `anthropic` or `none`.
+    #[serde(default)]
+    pub usage: UsageFormat,
+    /// Tokens reserved for a request's answer before it is forwarded, when no per-request ceiling
+    /// (`max_output_tokens_per_request`) applies; the request's input estimate is added to it.
+    #[serde(default = "UpstreamSettings::default_reserve_tokens")]
+    pub reserve_tokens: u64,
+    /// Longest a proxied WebSocket stays open, in seconds (closed with 1008 after).
+    #[serde(default = "UpstreamSettings::default_websocket_max_seconds")]
+    pub websocket_max_seconds: u64,
+    /// Longest a proxied WebSocket may carry no message, in seconds (closed with 1008 after).
+    #[serde(default = "UpstreamSettings::default_websocket_idle_seconds")]
+    pub websocket_idle_seconds: u64,
 }
 
 impl UpstreamSettings {
@@ -74,6 +97,13 @@ impl UpstreamSettings {
     /// 10 MiB: a long chat history with a few images; far above a chat message, far below what could
     /// exhaust memory (bodies stream, but an upstream may buffer them).
     pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 10 * 1024 * 1024;
+    /// 4096: the default output ceiling of most chat models, so a request without one of its own
+    /// reserves about what it can use.
+    pub const DEFAULT_RESERVE_TOKENS: u64 = 4096;
+    /// 30 minutes: a long voice conversation; OpenAI's Realtime sessions last at most that long too.
+    pub const DEFAULT_WEBSOCKET_MAX: Duration = Duration::from_secs(30 * 60);
+    /// 5 minutes: a conversation paused that long is over; the socket's resources go back.
+    pub const DEFAULT_WEBSOCKET_IDLE: Duration = Duration::from_secs(5 * 60);
 
     /// Settings with every default, for `name` at `base_url`, allowing no key yet.
     pub fn new(name: impl Into<String>, base_url: impl Into<String>) -> Self {
@@ -89,6 +119,12 @@ impl UpstreamSettings {
             response_timeout_ms: Self::default_response_timeout_ms(),
             idle_timeout_ms: Self::default_idle_timeout_ms(),
             max_request_body_bytes: Self::default_max_request_body_bytes(),
+            routes: None,
+            models: None,
+            usage: UsageFormat::default(),
+            reserve_tokens: Self::default_reserve_tokens(),
+            websocket_max_seconds: Self::default_websocket_max_seconds(),
+            websocket_idle_seconds: Self::default_websocket_idle_seconds(),
         }
     }
 
@@ -109,6 +145,15 @@ impl UpstreamSettings {
     }
     fn default_max_request_body_bytes() -> u64 {
         Self::DEFAULT_MAX_REQUEST_BODY_BYTES
+    }
+    fn default_reserve_tokens() -> u64 {
+        Self::DEFAULT_RESERVE_TOKENS
+    }
+    fn default_websocket_max_seconds() -> u64 {
+        Self::DEFAULT_WEBSOCKET_MAX.as_secs()
+    }
+    fn default_websocket_idle_seconds() -> u64 {
+        Self::DEFAULT_WEBSOCKET_IDLE.as_secs()
     }
 }
 
@@ -170,6 +215,29 @@ pub enum UpstreamConfigError {
         /// Its value.
         value: String,
     },
+    /// A `routes` entry is not a route pattern.
+    #[error("upstream {name:?}: routes entry {route:?}: {reason}")]
+    InvalidRoute {
+        /// The upstream.
+        name: String,
+        /// The entry.
+        route: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A `models` entry is not a model pattern.
+    #[error("upstream {name:?}: models entry {model:?}: {reason}")]
+    InvalidModel {
+        /// The upstream.
+        name: String,
+        /// The entry.
+        model: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// `routes` or `models` is an empty list: nothing could pass (leave it out to admit any).
+    #[error("upstream {0:?}: routes and models must not be empty lists (leave them out to admit any)")]
+    EmptyList(String),
     /// A timeout or limit is zero.
     #[error("upstream {name:?}: {what} must be greater than zero")]
     Zero {
@@ -178,39 +246,6 @@ pub enum UpstreamConfigError {
         /// Which setting.
         what: &'static str,
     },
-}
-
-/// One entry of an upstream's allowlist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretPattern {
-    /// Exactly this `secret_key_id`.
-    Exact(String),
-    /// Every `secret_key_id` starting with this prefix (the entry was `prefix*`; a lone `*` allows all).
-    Prefix(String),
-}
-
-impl SecretPattern {
-    /// Parses an allowlist entry: a `secret_key_id`, or one (possibly empty) followed by a single `*`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.strip_suffix('*') {
-            Some("") => Some(Self::Prefix(String::new())),
-            Some(prefix) => {
-                // The prefix itself must be spelled like a secret_key_id, so a typo such as `openai*-`
-                // or `open ai*` is caught at start-up instead of never matching.
-                (prefix.len() < MAX_SECRET_REF_LEN && SecretRef::parse(prefix).is_ok())
-                    .then(|| Self::Prefix(prefix.to_owned()))
-            }
-            None => SecretRef::parse(text).is_ok().then(|| Self::Exact(text.to_owned())),
-        }
-    }
-
-    /// Whether this entry allows `secret`.
-    pub fn matches(&self, secret: &SecretRef) -> bool {
-        match self {
-            Self::Exact(name) => secret.as_str() == name,
-            Self::Prefix(prefix) => secret.as_str().starts_with(prefix.as_str()),
-        }
-    }
 }
 
 /// How the real key travels to the upstream.
@@ -238,13 +273,18 @@ pub struct Upstream {
     authority: Authority,
     /// The base URL's path without its trailing `/` (empty for the root).
     base_path: String,
-    allowed: Vec<SecretPattern>,
+    /// What sessions may do here: the keys, routes and models this upstream admits.
+    policy: UpstreamPolicy,
     pub(crate) credential: Credential,
     pub(crate) extra_headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_request_body_bytes: u64,
+    pub(crate) usage: UsageFormat,
+    pub(crate) reserve_tokens: u64,
+    pub(crate) websocket_max: Duration,
+    pub(crate) websocket_idle: Duration,
 }
 
 /// Longest upstream name: one readable path segment.
@@ -334,24 +374,68 @@ impl Upstream {
             ("response_timeout_ms", settings.response_timeout_ms),
             ("idle_timeout_ms", settings.idle_timeout_ms),
             ("max_request_body_bytes", settings.max_request_body_bytes),
+            ("websocket_max_seconds", settings.websocket_max_seconds),
+            ("websocket_idle_seconds", settings.websocket_idle_seconds),
         ] {
             if value == 0 {
                 return Err(UpstreamConfigError::Zero { name, what });
             }
         }
 
+        let routes = settings
+            .routes
+            .as_ref()
+            .map(|routes| {
+                routes
+                    .iter()
+                    .map(|text| {
+                        RoutePattern::parse(text).map_err(|error| UpstreamConfigError::InvalidRoute {
+                            name: name.clone(),
+                            route: text.clone(),
+                            reason: error.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let models = settings
+            .models
+            .as_ref()
+            .map(|models| {
+                models
+                    .iter()
+                    .map(|text| {
+                        ModelPattern::parse(text).map_err(|error| UpstreamConfigError::InvalidModel {
+                            name: name.clone(),
+                            model: text.clone(),
+                            reason: error.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        if routes.as_ref().is_some_and(Vec::is_empty) || models.as_ref().is_some_and(Vec::is_empty) {
+            return Err(UpstreamConfigError::EmptyList(name));
+        }
+        let upstream_name =
+            UpstreamName::parse(&name).map_err(|_| UpstreamConfigError::InvalidName(name.clone()))?;
+        let policy = UpstreamPolicy { name: upstream_name, allowed_keys: allowed, routes, models };
         Ok(Self {
             name,
             scheme,
             authority,
             base_path,
-            allowed,
+            policy,
             credential,
             extra_headers,
             connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
             response_timeout: Duration::from_millis(settings.response_timeout_ms),
             idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
             max_request_body_bytes: settings.max_request_body_bytes,
+            usage: settings.usage,
+            reserve_tokens: settings.reserve_tokens,
+            websocket_max: Duration::from_secs(settings.websocket_max_seconds),
+            websocket_idle: Duration::from_secs(settings.websocket_idle_seconds),
         })
     }
 
@@ -362,7 +446,27 @@ impl Upstream {
 
     /// Whether a session for `secret` may have its real key sent here.
     pub fn allows(&self, secret: &SecretRef) -> bool {
-        self.allowed.iter().any(|pattern| pattern.matches(secret))
+        self.policy.allows_key(secret)
+    }
+
+    /// What sessions may do here: the keys, routes and models it admits.
+    pub fn policy(&self) -> &UpstreamPolicy {
+        &self.policy
+    }
+
+    /// How token usage is read from its answers.
+    pub fn usage_format(&self) -> UsageFormat {
+        self.usage
+    }
+
+    /// Tokens reserved per request when no per-request ceiling applies.
+    pub fn reserve_tokens(&self) -> u64 {
+        self.reserve_tokens
+    }
+
+    /// How long a proxied WebSocket may stay open, and stay silent.
+    pub fn websocket_limits(&self) -> (Duration, Duration) {
+        (self.websocket_max, self.websocket_idle)
     }
 
     /// The largest request body this upstream accepts.

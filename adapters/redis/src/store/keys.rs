@@ -28,6 +28,11 @@ impl KeySpace {
         Ok(Self { prefix: prefix.to_owned() })
     }
 
+    /// The prefix itself (the usage ledger builds its own hash tags under it).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `{<prefix>:<shard>}`: the hash tag shared by every key of one shard.
     pub(crate) fn tag(&self, shard: u8) -> String {
         format!("{{{}:{shard:02x}}}", self.prefix)

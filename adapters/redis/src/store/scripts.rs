@@ -273,18 +273,12 @@ impl Scripts {
     }
 
     pub(crate) fn insert(&self, args: &Insert<'_>) -> ScriptInvocation<'_> {
-        let mut invocation = self.insert.prepare_invoke();
-        args.keys.add_to(&mut invocation);
-        invocation
-            .arg(&args.now.text)
-            .arg(&args.now.cutoff)
-            .arg(args.now.millis)
-            .arg(retention_millis())
-            .arg(args.member)
-            .arg(args.sealed)
-            .arg(args.expires_ms)
-            .arg(args.keys.id_flag())
-            .arg(if args.has_subject { "1" } else { "0" });
+        let mut invocation = write(&self.insert, args.keys, args.now, args.member);
+        invocation.arg(args.sealed).arg(args.expires_ms).arg(args.keys.id_flag()).arg(if args.has_subject {
+            "1"
+        } else {
+            "0"
+        });
         for (name, value) in args.fields {
             invocation.arg(*name).arg(value);
         }
@@ -299,14 +293,8 @@ impl Scripts {
     }
 
     pub(crate) fn extend(&self, args: &Extend<'_>) -> ScriptInvocation<'_> {
-        let mut invocation = self.extend.prepare_invoke();
-        args.keys.add_to(&mut invocation);
+        let mut invocation = write(&self.extend, args.keys, args.now, args.member);
         invocation
-            .arg(&args.now.text)
-            .arg(&args.now.cutoff)
-            .arg(args.now.millis)
-            .arg(retention_millis())
-            .arg(args.member)
             .arg(args.expected.id)
             .arg(args.expected.secret_key_id)
             .arg(args.expected.subject)
@@ -338,6 +326,15 @@ impl Scripts {
         }
         invocation
     }
+}
+
+/// The start every write of one session shares: its [`WriteKeys`], then ARGV 1 now, 2 cutoff, 3 now ms,
+/// 4 retention ms, 5 member.
+fn write<'s>(script: &'s Script, keys: &WriteKeys, now: &Now, member: &str) -> ScriptInvocation<'s> {
+    let mut invocation = script.prepare_invoke();
+    keys.add_to(&mut invocation);
+    invocation.arg(&now.text).arg(&now.cutoff).arg(now.millis).arg(retention_millis()).arg(member);
+    invocation
 }
 
 /// The retention in milliseconds, as the scripts' expiries add it.

@@ -1,0 +1,353 @@
+//! [`InMemoryUsageLedger`]: the [`UsageLedger`] of a single instance, in this process's memory.
+//!
+//! One mutex over every account: an admission checks and updates the session's, the subject's and the
+//! key's counters in one critical section, so it is atomic across all of them, and the ledger is only
+//! touched by limited requests (a few microseconds each, far below the upstream round trip they precede).
+//!
+//! # Counters
+//! - per session: requests admitted, tokens settled, live reservations, and the GCRA state of its rate;
+//! - per subject and day, subject and month, key and day, key and month: the same totals and
+//!   reservations, and per subject the GCRA state of its rate.
+//!
+//! A reservation stays live until settled or until [`RESERVATION_LIFETIME`] has passed; then it is kept
+//! as a tombstone for as long again, so that a late or repeated settle is recognised (counted once, and
+//! never subtracted from the live reservations twice). Counters are forgotten once nothing can ask for
+//! them: a session's a retention after its expiry, a window's a day after its end; a sweep runs every
+//! [`SWEEP_EVERY`] admissions, so memory follows the live accounts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sidekey_application::ports::{
+    Account, AccountUsage, Admission, Admitted, LedgerError, LimitScope, RESERVATION_LIFETIME, Refusal,
+    Remaining, Reservation, SessionUsage, UsageLedger, WindowTotals,
+};
+use sidekey_application::{Clock, ENDED_SESSION_RETENTION};
+use sidekey_domain::{Period, SecretRef, SessionId, Subject, TokenUsage};
+
+/// Admissions between two sweeps of forgotten counters.
+const SWEEP_EVERY: u64 = 1024;
+/// How long a window's totals are kept after it ends (the admin usage of "yesterday" stays readable
+/// through the boundary; nothing reads older ones).
+const WINDOW_RETENTION: Duration = Duration::from_secs(86_400);
+
+/// What one account has used.
+#[derive(Debug, Default)]
+struct Counter {
+    requests: u64,
+    usage: TokenUsage,
+    reservations: HashMap<u128, Held>,
+    /// When the counter may be forgotten.
+    forget_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    /// Reserved until `until`.
+    Live { tokens: u64, until: SystemTime },
+    /// Lapsed unsettled: no longer held, but its usage still counts when it is settled.
+    Lapsed { until: SystemTime },
+    /// Settled; remembered until `until` so that a second settle counts nothing.
+    Settled { until: SystemTime },
+}
+
+impl Counter {
+    /// Tokens held by live reservations at `now`.
+    fn reserved(&self, now: SystemTime) -> u64 {
+        self.reservations
+            .values()
+            .map(|held| match held {
+                Held::Live { tokens, until } if *until > now => *tokens,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Tokens settled plus reserved.
+    fn committed(&self, now: SystemTime) -> u64 {
+        self.usage.total().saturating_add(self.reserved(now))
+    }
+
+    fn hold(&mut self, id: u128, tokens: u64, now: SystemTime) {
+        self.reservations.insert(id, Held::Live { tokens, until: now + RESERVATION_LIFETIME });
+    }
+
+    /// Settles reservation `id` with `usage`; false when it was settled already.
+    fn settle(&mut self, id: u128, usage: TokenUsage, now: SystemTime) -> bool {
+        if matches!(self.reservations.get(&id), Some(Held::Settled { .. })) {
+            return false;
+        }
+        self.reservations.insert(id, Held::Settled { until: now + RESERVATION_LIFETIME * 2 });
+        self.usage.input = self.usage.input.saturating_add(usage.input);
+        self.usage.output = self.usage.output.saturating_add(usage.output);
+        true
+    }
+
+    /// Drops what has lapsed; lapsed live reservations become tombstones.
+    fn tidy(&mut self, now: SystemTime) {
+        self.reservations.retain(|_, held| match held {
+            Held::Live { until, .. } if *until <= now => {
+                *held = Held::Lapsed { until: now + RESERVATION_LIFETIME };
+                true
+            }
+            Held::Lapsed { until } | Held::Settled { until } => *until > now,
+            Held::Live { .. } => true,
+        });
+    }
+
+    fn totals(&self) -> WindowTotals {
+        WindowTotals {
+            requests: self.requests,
+            input_tokens: self.usage.input,
+            output_tokens: self.usage.output,
+        }
+    }
+}
+
+/// Which counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Session(SessionId),
+    Subject(Subject, Period, String),
+    Secret(SecretRef, Period, String),
+}
+
+/// Whose rate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Rate {
+    Session(SessionId),
+    Subject(Subject),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    counters: HashMap<Key, Counter>,
+    /// GCRA: each rate's theoretical arrival time.
+    rates: HashMap<Rate, SystemTime>,
+    admissions: u64,
+}
+
+/// The usage ledger in this process's memory; see the [module documentation](self).
+pub struct InMemoryUsageLedger {
+    state: Mutex<State>,
+    /// For settles and reads, which carry no instant of their own.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for InMemoryUsageLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryUsageLedger").finish_non_exhaustive()
+    }
+}
+
+impl InMemoryUsageLedger {
+    /// An empty ledger on `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { state: Mutex::new(State::default()), clock }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The GCRA decision for a rate of `per_minute` with theoretical arrival time `tat` at `now`: the new
+/// arrival time when the request fits, else how long until it would.
+pub fn gcra(tat: Option<SystemTime>, per_minute: u32, now: SystemTime) -> Result<SystemTime, Duration> {
+    let interval = Duration::from_secs(60) / per_minute.max(1);
+    let start = tat.filter(|tat| *tat > now).unwrap_or(now);
+    let next = start + interval;
+    // A burst of the whole minute's allowance: at most `per_minute` intervals ahead of now.
+    let tolerance = interval * per_minute;
+    let ahead = next.duration_since(now).unwrap_or_default();
+    if ahead <= tolerance { Ok(next) } else { Err(ahead - tolerance) }
+}
+
+/// The counters an admission touches, each with the budget it has there.
+struct Budgets {
+    keys: Vec<(Key, Option<u64>, LimitScope, Option<SystemTime>)>,
+}
+
+fn budgets(admission: &Admission) -> Budgets {
+    let now = admission.now;
+    let session_end = admission.session_expires_at + ENDED_SESSION_RETENTION;
+    let mut keys = vec![(
+        Key::Session(admission.session),
+        admission.limits.max_tokens(),
+        LimitScope::Session,
+        Some(session_end),
+    )];
+    if let Some((subject, limits)) = &admission.subject {
+        for (period, budget) in
+            [(Period::Day, limits.tokens_per_day), (Period::Month, limits.tokens_per_month)]
+        {
+            let window = period.window(now);
+            keys.push((
+                Key::Subject(subject.clone(), period, window.label),
+                budget,
+                LimitScope::Subject,
+                Some(window.end),
+            ));
+        }
+    }
+    let (secret_ref, limits) = &admission.secret_key;
+    for (period, budget) in [(Period::Day, limits.tokens_per_day), (Period::Month, None)] {
+        let window = period.window(now);
+        keys.push((
+            Key::Secret(secret_ref.clone(), period, window.label),
+            budget,
+            LimitScope::SecretKey,
+            Some(window.end),
+        ));
+    }
+    Budgets { keys }
+}
+
+#[async_trait]
+impl UsageLedger for InMemoryUsageLedger {
+    async fn admit(&self, admission: &Admission) -> Result<Admitted, LedgerError> {
+        let now = admission.now;
+        let mut state = self.state();
+        state.admissions += 1;
+        if state.admissions.is_multiple_of(SWEEP_EVERY) {
+            sweep(&mut state, now);
+        }
+        // Rates first: a refused request must not count anywhere.
+        let mut rates = Vec::new();
+        if let Some(per_minute) = admission.limits.requests_per_minute() {
+            let rate = Rate::Session(admission.session);
+            match gcra(state.rates.get(&rate).copied(), per_minute, now) {
+                Ok(next) => rates.push((rate, next)),
+                Err(wait) => {
+                    return Ok(Admitted::No(Refusal::RateLimited {
+                        scope: LimitScope::Session,
+                        retry_after: wait,
+                    }));
+                }
+            }
+        }
+        if let Some((subject, limits)) = &admission.subject
+            && let Some(per_minute) = limits.requests_per_minute
+        {
+            let rate = Rate::Subject(subject.clone());
+            match gcra(state.rates.get(&rate).copied(), per_minute, now) {
+                Ok(next) => rates.push((rate, next)),
+                Err(wait) => {
+                    return Ok(Admitted::No(Refusal::RateLimited {
+                        scope: LimitScope::Subject,
+                        retry_after: wait,
+                    }));
+                }
+            }
+        }
+        let session_key = Key::Session(admission.session);
+        let session_requests = state.counters.get(&session_key).map_or(0, |counter| counter.requests);
+        if admission.limits.max_requests().is_some_and(|max| session_requests >= max) {
+            return Ok(Admitted::No(Refusal::QuotaExceeded {
+                scope: LimitScope::Session,
+                retry_after: None,
+            }));
+        }
+        let budgets = budgets(admission);
+        let mut tokens_left: Option<u64> = None;
+        for (key, budget, scope, window_end) in &budgets.keys {
+            let Some(budget) = budget else { continue };
+            let committed = state.counters.get(key).map_or(0, |counter| counter.committed(now));
+            let after = committed.saturating_add(admission.reserve_tokens);
+            if after > *budget {
+                let retry_after = match scope {
+                    LimitScope::Session => None,
+                    _ => window_end.and_then(|end| end.duration_since(now).ok()),
+                };
+                return Ok(Admitted::No(Refusal::QuotaExceeded { scope: *scope, retry_after }));
+            }
+            if *scope != LimitScope::SecretKey {
+                let left = budget - after;
+                tokens_left = Some(tokens_left.map_or(left, |tighter| tighter.min(left)));
+            }
+        }
+        // Admitted: count and reserve everywhere.
+        let id = u128::from(getrandom_u64()) << 64 | u128::from(getrandom_u64());
+        for (rate, next) in rates {
+            state.rates.insert(rate, next);
+        }
+        for (key, _, _, forget_at) in budgets.keys {
+            let counter = state.counters.entry(key).or_default();
+            counter.requests += 1;
+            counter.forget_at = forget_at.map(|end| end + WINDOW_RETENTION).max(counter.forget_at);
+            if admission.reserve_tokens > 0 {
+                counter.hold(id, admission.reserve_tokens, now);
+            }
+        }
+        let remaining = Remaining {
+            requests: admission.limits.max_requests().map(|max| max.saturating_sub(session_requests + 1)),
+            tokens: tokens_left,
+        };
+        Ok(Admitted::Yes {
+            reservation: Box::new(Reservation { id, admission: admission.clone() }),
+            remaining,
+        })
+    }
+
+    async fn settle(&self, reservation: &Reservation, usage: TokenUsage) -> Result<(), LedgerError> {
+        let admission = &reservation.admission;
+        let mut state = self.state();
+        let now = self.clock.now();
+        for (key, _, _, _) in budgets(admission).keys {
+            if let Some(counter) = state.counters.get_mut(&key) {
+                counter.tidy(now);
+                counter.settle(reservation.id, usage, now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn session_usage(&self, session: SessionId) -> Result<SessionUsage, LedgerError> {
+        let now = self.clock.now();
+        let state = self.state();
+        Ok(state.counters.get(&Key::Session(session)).map_or_else(SessionUsage::default, |counter| {
+            SessionUsage {
+                requests: counter.requests,
+                input_tokens: counter.usage.input,
+                output_tokens: counter.usage.output,
+                reserved_tokens: counter.reserved(now),
+            }
+        }))
+    }
+
+    async fn account_usage(&self, account: &Account, now: SystemTime) -> Result<AccountUsage, LedgerError> {
+        let state = self.state();
+        let totals = |period: Period| {
+            let label = period.window(now).label;
+            let key = match account {
+                Account::Subject(subject) => Key::Subject(subject.clone(), period, label),
+                Account::SecretKey(secret_ref) => Key::Secret(secret_ref.clone(), period, label),
+            };
+            state.counters.get(&key).map(Counter::totals).unwrap_or_default()
+        };
+        Ok(AccountUsage { day: totals(Period::Day), month: totals(Period::Month) })
+    }
+
+    async fn ping(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+}
+
+/// Forgets counters nothing can ask for any more, and lapsed rates.
+fn sweep(state: &mut State, now: SystemTime) {
+    state.counters.retain(|_, counter| {
+        counter.tidy(now);
+        counter.forget_at.is_none_or(|at| at > now) || !counter.reservations.is_empty()
+    });
+    state.rates.retain(|_, tat| *tat > now);
+}
+
+fn getrandom_u64() -> u64 {
+    // A reservation id only needs to be unique among live reservations; the OS generator never fails
+    // in practice, and a clock-derived fallback keeps the ledger working if it did.
+    getrandom::u64().unwrap_or_else(|_| {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)
+    })
+}
