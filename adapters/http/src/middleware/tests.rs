@@ -12,9 +12,9 @@ use poem::endpoint::BoxEndpoint;
 use poem::http::{HeaderName, Method, StatusCode};
 use poem::{Endpoint, EndpointExt, Request, Response};
 use serde_json::Value;
-use sidekey_application::{Clock, Grant, SessionService, SessionStore};
+use sidekey_application::{Budgets, Clock, Grant, Metering, SessionService, SessionStore};
 use sidekey_domain::{Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Token};
-use sidekey_local::{EnvSecretSource, InMemorySessionStore};
+use sidekey_local::{EnvSecretSource, InMemorySessionStore, InMemoryUsageLedger};
 use sidekey_test_support::ManualClock;
 
 use crate::cors::CorsSettings;
@@ -62,7 +62,8 @@ impl Fixture {
         );
         let secret = Arc::new(SecretValue::new("sk-real-key-never-sent".to_owned()).unwrap());
         store.insert(&token.keys(), Grant { session, secret }).await.unwrap();
-        let sessions = Arc::new(SessionService::new(store, Arc::new(EnvSecretSource), clock, policy));
+        let sessions = Arc::new(SessionService::new(store, Arc::new(EnvSecretSource), clock.clone(), policy));
+        let ledger = Arc::new(InMemoryUsageLedger::new(clock.clone()));
         let state = Arc::new(HttpState {
             sessions,
             admin: None,
@@ -70,6 +71,7 @@ impl Fixture {
             proxy: None,
             cors: CorsSettings::default(),
             callers: None,
+            metering: Arc::new(Metering::new(ledger, clock, Budgets::default())),
         });
         let settings = HttpSettings {
             failure_quota: Some(quota),
