@@ -3,20 +3,25 @@
 //! This library holds what every test binary shares; the tests themselves live in `tests/`.
 //!
 //! # Layout
-//! - [`spawn_app`] / [`spawn_app_with`]: start a server with its own secret directory and admin token.
+//! - [`spawn_app`] / [`spawn_app_with`] / [`spawn_app_on`]: start a server with its own secret directory
+//!   and admin token (on the system clock, or on one the test moves).
 //! - [`TestApp`]: the running server, an HTTP client, and request shortcuts.
 //! - [`assert_problem`], [`assert_invalid_token`], [`assert_missing_token`]: the contract's error shapes.
 //! - [`raw_http`]: one request written byte for byte over TCP, for what reqwest cannot send (a chunked
 //!   body without the `stream` feature).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sidekey::config::Secret;
 use sidekey::{Config, RunningServer};
+use sidekey_application::Clock;
+use sidekey_local::SystemClock;
+use sidekey_test_support::{TempDir, random_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,7 +61,8 @@ pub struct TestApp {
     pub real_key: String,
     /// The real key of [`OTHER_SECRET_KEY_ID`].
     pub other_real_key: String,
-    secrets_dir: PathBuf,
+    /// Removed when the app is dropped.
+    secrets_dir: TempDir,
     server: Option<RunningServer>,
 }
 
@@ -69,15 +75,6 @@ pub struct IssuedToken {
     pub session_id: String,
     /// The whole 201 body.
     pub body: Value,
-}
-
-/// Random lowercase hex from the OS CSPRNG (via a fresh token's digest), at most 64 characters.
-///
-/// # Panics
-/// When the OS has no randomness.
-pub fn random_hex(len: usize) -> String {
-    let token = sidekey_domain::Token::generate().expect("the OS has randomness");
-    token.digest().to_hex()[..len].to_owned()
 }
 
 /// The 12-hex-character fingerprint the audit log shows for `token`.
@@ -99,21 +96,28 @@ pub async fn spawn_app() -> TestApp {
 /// # Panics
 /// When the server does not start.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let secrets_dir =
-        std::env::temp_dir().join(format!("sidekey-e2e-{}-{}", std::process::id(), random_hex(16)));
-    std::fs::create_dir_all(&secrets_dir).expect("create the secret directory");
+    spawn_app_on(Arc::new(SystemClock), tweak).await
+}
+
+/// [`spawn_app_with`], on `clock`: a [`ManualClock`](sidekey_test_support::ManualClock) makes the
+/// server's sessions expire when the test moves it, not when the wall clock gets there.
+///
+/// # Panics
+/// When the server does not start.
+pub async fn spawn_app_on(clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let secrets_dir = TempDir::new("e2e-secrets");
     let real_key = format!("sk-live-{}", random_hex(40));
     let other_real_key = format!("sk-ant-live-{}", random_hex(40));
-    write_secret(&secrets_dir, SECRET_KEY_ID, &real_key);
-    write_secret(&secrets_dir, OTHER_SECRET_KEY_ID, &other_real_key);
+    write_secret(secrets_dir.path(), SECRET_KEY_ID, &real_key);
+    write_secret(secrets_dir.path(), OTHER_SECRET_KEY_ID, &other_real_key);
 
     let mut config = Config { listen: "127.0.0.1:0".to_owned(), ..Config::default() };
-    config.secrets.source = format!("file:{}", secrets_dir.display()).parse().expect("a file: source");
+    config.secrets.source = format!("file:{}", secrets_dir.path().display()).parse().expect("a file: source");
     config.admin.token = Some(secret(&format!("admin-{}", random_hex(32))));
     tweak(&mut config);
 
     let metrics = sidekey::telemetry::install_metrics();
-    let server = sidekey::spawn(&config, Some(metrics)).await.expect("the server starts");
+    let server = sidekey::spawn_on(&config, Some(metrics), clock).await.expect("the server starts");
     let client =
         reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
     TestApp {
@@ -146,7 +150,7 @@ impl TestApp {
 
     /// Adds (or replaces) a secret in this app's directory; the file source reads it at the next issue.
     pub fn add_secret(&self, name: &str, value: &str) {
-        write_secret(&self.secrets_dir, name, value);
+        write_secret(self.secrets_dir.path(), name, value);
     }
 
     /// A request to `path`, with `Authorization: Bearer <token>` when a token is given.
@@ -227,13 +231,6 @@ impl TestApp {
     pub async fn try_shutdown(mut self) -> Result<(), String> {
         let server = self.server.take().expect("the server runs");
         server.shutdown().await.map_err(|error| format!("{error:#}"))
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // Best effort: a leftover temporary directory is harmless.
-        let _ = std::fs::remove_dir_all(&self.secrets_dir);
     }
 }
 

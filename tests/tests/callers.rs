@@ -3,7 +3,7 @@
 //! The JWT tests mint HS256 tokens (the asymmetric algorithms and the JWKS are covered against the
 //! verifier itself in `adapters/tests/identity_jwt.rs`). The directory tests need PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), skipped without it except
-//! under CI; each creates Better Auth's tables in a fresh schema and drops it.
+//! under `CI=true`; each creates Better Auth's tables in a fresh schema and drops it.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +13,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sidekey::config::AuthMode;
-use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, random_hex, secret, spawn_app_with};
+use sidekey_test_support::{database_url, random_hex};
+use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, secret, spawn_app_with};
 
 const HS256_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes-for-tests";
 const ISSUER: &str = "http://127.0.0.1:3000";
@@ -106,28 +107,19 @@ async fn a_client_cannot_forge_the_reserved_caller_session_metadata() {
 
 // The user directory: Better Auth's tables in PostgreSQL.
 
-fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
 /// A fresh schema holding Better Auth's `user` and `session` tables; dropped by [`Directory::drop_schema`].
 struct Directory {
     client: tokio_postgres::Client,
+    url: String,
     schema: String,
 }
 
 impl Directory {
     async fn new() -> Option<Self> {
-        let connected = tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio_postgres::connect(&database_url(), tokio_postgres::NoTls),
-        )
-        .await;
-        let Ok(Ok((client, connection))) = connected else {
-            assert!(std::env::var_os("CI").is_none(), "PostgreSQL must be reachable under CI");
-            eprintln!("skipped: PostgreSQL is not reachable at {}", database_url());
-            return None;
-        };
+        let url = database_url().await?;
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("PostgreSQL answered the check, then refused: {error}"));
         tokio::spawn(connection);
         let schema = format!("sidekey_e2e_{}", random_hex(12));
         client
@@ -144,7 +136,7 @@ impl Directory {
             ))
             .await
             .unwrap();
-        Some(Self { client, schema })
+        Some(Self { client, url, schema })
     }
 
     async fn add_user(&self, id: &str, email: &str) {
@@ -197,7 +189,7 @@ fn session_cookie(token: &str, secret: &str) -> String {
 #[tokio::test]
 async fn with_a_directory_the_caller_must_be_a_user_with_an_active_session_who_becomes_the_subject() {
     let Some(directory) = Directory::new().await else { return };
-    let app = jwt_app(Some((&database_url(), &directory.schema))).await;
+    let app = jwt_app(Some((&directory.url, &directory.schema))).await;
 
     let stranger = issue_as(&app, Some(&jwt("idp-1", "nobody@example.com", HS256_SECRET, 600))).await;
     assert_problem(stranger, 404, "user_not_found").await;
@@ -222,7 +214,7 @@ async fn with_a_directory_the_caller_must_be_a_user_with_an_active_session_who_b
 #[tokio::test]
 async fn a_better_auth_session_cookie_or_bearer_session_token_creates_a_session_that_ends_with_it() {
     let Some(directory) = Directory::new().await else { return };
-    let app = jwt_app(Some((&database_url(), &directory.schema))).await;
+    let app = jwt_app(Some((&directory.url, &directory.schema))).await;
     directory.add_user("user_bob", "bob@example.com").await;
     let token = random_hex(32);
     directory.add_session("ba_bob", "user_bob", &token, 3600).await;

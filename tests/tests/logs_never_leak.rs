@@ -2,16 +2,24 @@
 //!
 //! Its own test binary because it installs the process's global tracing subscriber (TRACE for every target,
 //! `log` records included), writing human and JSON lines into memory, and then runs one whole scenario.
+//! The server runs on a [`ManualClock`], so that its one-second session expires when the test says so.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sidekey_tests::{LogCapture, OTHER_SECRET_KEY_ID, SECRET_KEY_ID, fingerprint, send, spawn_app};
+use sidekey_local::memory::MAX_PURGE_SLEEP;
+use sidekey_test_support::ManualClock;
+use sidekey_tests::{LogCapture, OTHER_SECRET_KEY_ID, SECRET_KEY_ID, fingerprint, send, spawn_app_on};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// How long the memory store's purge task may take to notice that the clock jumped: it looks at the clock
+/// at least every [`MAX_PURGE_SLEEP`]; the rest is slack for a loaded machine.
+const PURGED_WITHIN: Duration = MAX_PURGE_SLEEP.saturating_add(Duration::from_secs(4));
 
 fn install_capture() -> LogCapture {
     let capture = LogCapture::default();
@@ -43,7 +51,8 @@ fn lines_with<'a>(logs: &'a str, needles: &[&str]) -> Vec<&'a str> {
 #[tokio::test]
 async fn no_token_or_real_key_ever_reaches_the_logs_while_the_audit_trail_does() {
     let capture = install_capture();
-    let app = spawn_app().await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = spawn_app_on(clock.clone(), |_| {}).await;
     let admin_token = app.admin_token.clone().unwrap();
 
     // Issue, use, inspect, refresh.
@@ -90,9 +99,15 @@ async fn no_token_or_real_key_ever_reaches_the_logs_while_the_audit_trail_does()
     assert_eq!(app.issue(&json!({ "secret_key_id": "no-such-key" })).await.status(), 422);
     assert_eq!(app.issue(&json!({ "secret_key_id": "bad name" })).await.status(), 422);
 
-    // Expiry: the one-second session, past its expires_at (and the purge that follows).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Expiry: the one-second session, past its expires_at, and the purge that follows (the purge task
+    // runs on its own: its event is awaited, not assumed).
+    clock.advance(Duration::from_secs(2));
     assert_eq!(app.verify(&short.token).await.status(), StatusCode::UNAUTHORIZED);
+    let waiting_since = Instant::now();
+    while !capture.text().contains("ended expired sessions") {
+        assert!(waiting_since.elapsed() < PURGED_WITHIN, "no purge within {PURGED_WITHIN:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (real_key, other_real_key) = (app.real_key.clone(), app.other_real_key.clone());
     app.shutdown().await;

@@ -2,39 +2,32 @@
 //!
 //! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`). Each test uses its own random key
 //! prefix and deletes its keys at the end. Without Redis: fails under `CI=true`, else skips with a reason.
+//!
+//! Both instances run on one [`ManualClock`]: a test that needs time to pass (so that a refresh moves
+//! `expires_at`) moves it instead of sleeping. Pub/sub is real, so the bounds on messages are measured,
+//! and a wait for a subscription polls for it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, random_hex, send, spawn_app_with};
+use sidekey_test_support::{ManualClock, random_hex, redis_url};
+use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, send, spawn_app_on};
 
 /// The contract's bound on cross-instance revocation.
 const REVOCATION_BOUND: Duration = Duration::from_millis(100);
 
-/// Redis for these tests, or `None` (with the reason printed) when it is absent outside CI.
-async fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let reachable = async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
-        Ok(Some(_)) => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("Redis is not reachable at {url} (CI=true)"),
-        _ => {
-            eprintln!("skipped: Redis is not reachable at {url} (set REDIS_URL, or start redis-server)");
-            None
-        }
-    }
-}
+/// How long an instance may take to answer from its local cache after it started: its subscription
+/// comes up within milliseconds on a local Redis; the bound only keeps a broken one from hanging the test.
+const CACHING_WITHIN: Duration = Duration::from_secs(5);
 
-/// Two instances on one Redis under one fresh prefix.
+/// Two instances on one Redis under one fresh prefix, on one clock.
 struct Pair {
     a: TestApp,
     b: TestApp,
+    clock: Arc<ManualClock>,
     url: String,
     prefix: String,
 }
@@ -43,46 +36,79 @@ impl Pair {
     async fn start() -> Option<Self> {
         let url = redis_url().await?;
         let prefix = format!("sidekey-e2e-{}", random_hex(12));
+        // Near the real time: Redis expires the keys on its own clock, which must agree about when that is.
+        let clock = Arc::new(ManualClock::starting_now());
         let on_redis = |config: &mut sidekey::Config| {
             config.store.url = url.parse().unwrap();
             config.store.prefix = prefix.clone();
         };
-        let a = spawn_app_with(on_redis).await;
-        let b = spawn_app_with(on_redis).await;
-        Some(Self { a, b, url, prefix })
+        let a = spawn_app_on(clock.clone(), on_redis).await;
+        let b = spawn_app_on(clock.clone(), on_redis).await;
+        Some(Self { a, b, clock, url, prefix })
+    }
+
+    /// Waits until `app` answers verifications from its local cache, so that a test of what reaches the
+    /// cache tests the cache and not Redis: a probe session (under the other key, which the tests below
+    /// leave alone) is verified on `app`, then deleted from Redis behind its back; while `app` still
+    /// accepts it, the answer came from memory.
+    async fn until_caching(&self, app: &TestApp) {
+        let deadline = Instant::now() + CACHING_WITHIN;
+        loop {
+            let probe = app.issue_token(OTHER_SECRET_KEY_ID, None).await;
+            assert_eq!(app.verify(&probe.token).await.status(), StatusCode::OK);
+            let digest = sidekey_domain::Token::parse(&probe.token).unwrap().digest().to_hex();
+            delete_keys(&self.url, &format!("*{}*{digest}", self.prefix)).await;
+            if app.verify(&probe.token).await.status() == StatusCode::OK {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no answer from the local cache within {CACHING_WITHIN:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops both instances and deletes every key under the prefix.
     async fn finish(self) {
         self.a.shutdown().await;
         self.b.shutdown().await;
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> =
-                connection.scan_match(format!("*{}*", self.prefix)).await.unwrap();
-            let mut keys = Vec::new();
-            while let Some(key) = iter.next_item().await {
-                keys.push(key.unwrap());
-            }
-            keys
-        };
-        if !keys.is_empty() {
-            let _: () = connection.del(keys).await.unwrap();
-        }
+        delete_keys(&self.url, &format!("*{}*", self.prefix)).await;
     }
 }
 
-/// Polls `refused` until it holds or `bound` has passed; returns how long it took.
-async fn time_until_refused(app: &TestApp, token: &str, bound: Duration) -> Duration {
+/// Deletes every key of the Redis at `url` that matches `pattern`, behind the instances' backs (no
+/// invalidation is sent).
+async fn delete_keys(url: &str, pattern: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<String> = connection.scan_match(pattern).await.unwrap();
+        let mut keys = Vec::new();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.unwrap());
+        }
+        keys
+    };
+    if !keys.is_empty() {
+        let _: () = connection.del(keys).await.unwrap();
+    }
+}
+
+/// Polls `holds` until it is true; returns how long that took. Past ten times `bound` the test fails
+/// with `what` (the caller asserts the bound itself, so that the figure shows how far over it was).
+async fn time_until(what: &str, bound: Duration, mut holds: impl AsyncFnMut() -> bool) -> Duration {
     let started = Instant::now();
     loop {
-        if app.verify(token).await.status() == StatusCode::UNAUTHORIZED {
+        if holds().await {
             return started.elapsed();
         }
-        assert!(started.elapsed() < bound * 10, "still accepted after {:?}", started.elapsed());
+        assert!(started.elapsed() < bound * 10, "{what} after {:?}", started.elapsed());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// How long until `app` refuses `token`.
+async fn time_until_refused(app: &TestApp, token: &str, bound: Duration) -> Duration {
+    time_until("still accepted", bound, async || app.verify(token).await.status() == StatusCode::UNAUTHORIZED)
+        .await
 }
 
 #[tokio::test]
@@ -142,7 +168,8 @@ async fn an_admin_revocation_by_key_on_one_instance_is_refused_everywhere_within
 async fn an_admin_revocation_by_id_and_a_refresh_are_seen_by_the_other_instance() {
     let Some(pair) = Pair::start().await else { return };
     let refreshed = pair.a.issue_token(SECRET_KEY_ID, Some(60)).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // So that the refresh moves the expiry.
+    pair.clock.advance(Duration::from_secs(1));
     let answer: Value = pair.b.refresh(&refreshed.token).await.json().await.unwrap();
     let shown: Value = pair.a.show(&refreshed.token).await.json().await.unwrap();
     assert_eq!(shown["expires_at"], answer["expires_at"], "A sees B's refresh");
@@ -157,22 +184,18 @@ async fn an_admin_revocation_by_id_and_a_refresh_are_seen_by_the_other_instance(
     pair.finish().await;
 }
 
-/// Polls `show` on `app` until it answers `expires_at`; returns how long it took.
+/// How long until `show` on `app` answers `expires_at`.
 async fn time_until_expiry_shown(
     app: &TestApp,
     token: &str,
     expires_at: &Value,
     bound: Duration,
 ) -> Duration {
-    let started = Instant::now();
-    loop {
+    time_until(&format!("still not {expires_at}"), bound, async || {
         let shown: Value = app.show(token).await.json().await.unwrap();
-        if &shown["expires_at"] == expires_at {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < bound * 10, "still {shown} after {:?}", started.elapsed());
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+        &shown["expires_at"] == expires_at
+    })
+    .await
 }
 
 #[tokio::test]
@@ -180,9 +203,11 @@ async fn a_refresh_on_one_instance_reaches_the_other_instances_cache_within_100_
     // Each instance caches what it verified (the Redis store's local cache, on by default): A has the
     // session in memory when B refreshes it, and must answer the new expiry within the bound.
     let Some(pair) = Pair::start().await else { return };
+    pair.until_caching(&pair.a).await;
+    pair.until_caching(&pair.b).await;
     let issued = pair.a.issue_token(SECRET_KEY_ID, Some(60)).await;
-    // So that the refresh moves the expiry (whole seconds); both subscriptions are up by then.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // So that the refresh moves the expiry.
+    pair.clock.advance(Duration::from_secs(1));
     for _ in 0..3 {
         assert_eq!(pair.a.verify(&issued.token).await.status(), StatusCode::OK);
     }

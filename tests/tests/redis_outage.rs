@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use sidekey_test_support::redis_server::{PrivateRedis, skip_unless_installed};
+use sidekey_test_support::redis_server::PrivateRedis;
+use sidekey_test_support::skip_unless_installed;
 use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, spawn_app_with};
 
 /// Connect and command timeouts given to the store: short, so the bound below is tight.

@@ -31,6 +31,7 @@ use sidekey_bridge::{
 };
 use sidekey_domain::{SecretRef, SecretValue};
 use sidekey_local::SystemClock;
+use sidekey_test_support::ManualClock;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -611,35 +612,21 @@ async fn a_late_reply_is_not_taken_for_the_next_requests_answer() {
 /// skew, it answers.
 #[tokio::test(start_paused = true)]
 async fn a_bridge_drops_requests_expired_by_its_clock() {
-    struct Ahead(Duration);
-    impl Clock for Ahead {
-        fn now(&self) -> SystemTime {
-            SystemTime::now() + self.0
-        }
-    }
+    // The requester stamps its requests with the system clock; the bridge's clock is set ahead of it.
+    let ahead = |by: Duration| Arc::new(ManualClock::starting_at(SystemTime::now() + by));
     let bus = RecordingBus::new();
     let source = ScriptedSource::with(&[("openai", "sk-real-key")]);
     let requester = requester(&bus, secret(), TIMEOUT).await;
 
-    let late = start_bridge_with_clock(
-        &bus,
-        secret(),
-        &source,
-        unwatched(),
-        Arc::new(Ahead(Duration::from_secs(3600))),
-    );
+    let late =
+        start_bridge_with_clock(&bus, secret(), &source, unwatched(), ahead(Duration::from_secs(3600)));
     assert_eq!(text(requester.fetch(&name("openai")).await), Err(SecretSourceError::Timeout(TIMEOUT)));
     assert_eq!(source.fetches(), 0, "an expired request is not even looked up");
     assert_eq!(bus.count(Sent::Reply), 0);
     late.stop().await;
 
-    let _skewed = start_bridge_with_clock(
-        &bus,
-        secret(),
-        &source,
-        unwatched(),
-        Arc::new(Ahead(Duration::from_secs(10))),
-    );
+    let _skewed =
+        start_bridge_with_clock(&bus, secret(), &source, unwatched(), ahead(Duration::from_secs(10)));
     assert_eq!(text(requester.fetch(&name("openai")).await), Ok("sk-real-key".to_owned()));
 }
 

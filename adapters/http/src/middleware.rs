@@ -98,3 +98,6 @@ fn status_label(status: StatusCode) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,9 @@
 //! one request per connection per hold. At most [`MAX_HELD`] answers are held at once; past that they
 //! go out at once.
 //!
+//! Time comes from a `LimiterClock`: the monotonic clock in service, a clock moved by hand in the unit
+//! tests, so that a block and its end are tested at exact instants rather than slept through.
+//!
 //! The client address is the TCP peer, or, behind a trusted reverse proxy, the last address of a
 //! configured header (`X-Forwarded-For` as the proxy appends it, or `X-Real-IP`). IPv6 clients are keyed by
 //! their /64, which one host usually holds whole, so an attacker cannot rotate through its addresses.
@@ -24,8 +27,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+#[cfg(test)]
+use governor::clock::FakeRelativeClock;
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
 use poem::Request;
 use poem::http::{HeaderMap, HeaderName, StatusCode};
 
@@ -47,35 +55,73 @@ pub struct FailureQuota {
     pub burst: NonZeroU32,
 }
 
+/// Where the limiter reads the time, as nanoseconds since it started: one type for the service's clock
+/// and the tests', so that neither the limiter nor its users are generic over it.
+#[derive(Debug, Clone)]
+enum LimiterClock {
+    /// `std`'s monotonic clock: a wall-clock step (NTP, a VM resume) neither lifts nor lengthens a block.
+    Monotonic { started: Instant },
+    /// A clock that moves only when the test advances it (its clones move with it).
+    #[cfg(test)]
+    Manual(FakeRelativeClock),
+}
+
+impl Clock for LimiterClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            Self::Monotonic { started } => Nanos::from(started.elapsed()),
+            #[cfg(test)]
+            Self::Manual(clock) => clock.now(),
+        }
+    }
+}
+
 /// Counts failed requests per client address and refuses clients over their quota.
 pub struct FailureLimiter {
-    failures: DefaultKeyedRateLimiter<IpAddr>,
+    failures: RateLimiter<IpAddr, DashMapStateStore<IpAddr>, LimiterClock, NoOpMiddleware<Nanos>>,
     /// Clients over quota, until when: checked on every request, so kept apart from the limiter's own
     /// state (checking that would consume a cell).
-    blocked: DashMap<IpAddr, Instant>,
+    blocked: DashMap<IpAddr, Nanos>,
     /// False when `blocked` is surely empty: lets the common case skip the map (whose emptiness check
     /// would lock every shard). May be true with nobody blocked, never false with someone blocked for
     /// long: every new block sets it again.
     any_blocked: AtomicBool,
     client_address_header: Option<HeaderName>,
-    last_cleanup: Mutex<Instant>,
-    clock: DefaultClock,
+    last_cleanup: Mutex<Nanos>,
+    /// The limiter's own clock for `blocked` and the cleanup; the same time as `failures`' clone of it.
+    clock: LimiterClock,
     held: tokio::sync::Semaphore,
 }
 
 impl FailureLimiter {
     /// A limiter with `quota` per client address, read from `client_address_header` when one is given.
     pub fn new(quota: FailureQuota, client_address_header: Option<HeaderName>) -> Self {
+        Self::on(quota, client_address_header, LimiterClock::Monotonic { started: Instant::now() })
+    }
+
+    fn on(quota: FailureQuota, client_address_header: Option<HeaderName>, clock: LimiterClock) -> Self {
         let quota = Quota::per_second(quota.per_second).allow_burst(quota.burst);
         Self {
-            failures: RateLimiter::keyed(quota),
+            failures: RateLimiter::dashmap_with_clock(quota, clock.clone()),
             blocked: DashMap::new(),
             any_blocked: AtomicBool::new(false),
             client_address_header,
-            last_cleanup: Mutex::new(Instant::now()),
-            clock: DefaultClock::default(),
+            last_cleanup: Mutex::new(clock.now()),
+            clock,
             held: tokio::sync::Semaphore::new(MAX_HELD),
         }
+    }
+
+    /// A limiter on a clock that moves only when the test advances the returned handle.
+    #[cfg(test)]
+    pub(crate) fn on_manual_clock(
+        quota: FailureQuota,
+        client_address_header: Option<HeaderName>,
+    ) -> (Self, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (Self::on(quota, client_address_header, LimiterClock::Manual(clock.clone())), clock)
     }
 
     /// Waits out `wait` (at most [`MAX_HOLD`]) and a random part of it again before a refusal is sent,
@@ -113,9 +159,9 @@ impl FailureLimiter {
             return None;
         }
         let until = *self.blocked.get(&client)?;
-        let now = Instant::now();
+        let now = self.clock.now();
         if until > now {
-            return Some(until - now);
+            return Some(until.duration_since(now).into());
         }
         self.blocked.remove_if(&client, |_, until| *until <= now);
         None
@@ -126,8 +172,9 @@ impl FailureLimiter {
     pub fn record_failure(&self, client: IpAddr) -> Option<Duration> {
         self.forget_idle_clients();
         let refused = self.failures.check_key(&client).err()?;
-        let wait = refused.wait_time_from(self.clock.now());
-        let newly_blocked = self.blocked.insert(client, Instant::now() + wait).is_none();
+        let now = self.clock.now();
+        let wait = refused.wait_time_from(now);
+        let newly_blocked = self.blocked.insert(client, now + wait).is_none();
         // After the entry exists: a cleanup that clears the flag and then finds the map empty cannot
         // have run between the two and left this block unseen.
         self.any_blocked.store(true, Ordering::Relaxed);
@@ -153,8 +200,8 @@ impl FailureLimiter {
     /// flood from many addresses does not grow memory for ever.
     fn forget_idle_clients(&self) {
         let Ok(mut last) = self.last_cleanup.try_lock() else { return };
-        let now = Instant::now();
-        if now.duration_since(*last) < CLEANUP_INTERVAL {
+        let now = self.clock.now();
+        if Duration::from(now.duration_since(*last)) < CLEANUP_INTERVAL {
             return;
         }
         *last = now;
@@ -220,11 +267,18 @@ mod tests {
 
     #[test]
     fn a_block_ends_when_a_cell_is_back() {
-        let limiter = FailureLimiter::new(quota(50, 1), None);
+        let (limiter, clock) = FailureLimiter::on_manual_clock(quota(50, 1), None);
         let client: IpAddr = "198.51.100.7".parse().unwrap();
         assert_eq!(limiter.record_failure(client), None);
         let wait = limiter.record_failure(client).expect("over quota");
-        std::thread::sleep(wait + Duration::from_millis(5));
+        assert_eq!(wait, Duration::from_millis(20), "one cell every 1/50 s");
+        clock.advance(wait - Duration::from_nanos(1));
+        assert_eq!(
+            limiter.blocked_for(client),
+            Some(Duration::from_nanos(1)),
+            "blocked until the cell is back"
+        );
+        clock.advance(Duration::from_nanos(1));
         assert_eq!(limiter.blocked_for(client), None);
         assert_eq!(limiter.record_failure(client), None, "the bucket has a cell again");
     }

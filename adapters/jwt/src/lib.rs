@@ -17,7 +17,7 @@ pub mod config;
 pub use config::JwtConfig;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -37,6 +37,9 @@ use sidekey_application::{
     CallerCredential, CallerRejection, CallerVerifier, CallerVerifierError, UserDirectory, VerifiedCredential,
 };
 use tokio::sync::Mutex;
+// Tokio's monotonic clock (the system's, unless a test pauses it): the refetch interval and the key set's
+// age are then tested by moving time rather than waiting for it.
+use tokio::time::Instant;
 
 /// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
 pub const MIN_HS256_SECRET_LEN: usize = 32;

@@ -11,7 +11,7 @@
 //! `sidekey_test_support::postgres_server`) that it starts late, stops and starts again.
 //!
 //! Without a reachable PostgreSQL (or, for the private one, its server binaries) each test prints why and
-//! passes, except when `CI` is set, where it fails. Run with `-- --nocapture` to see the timings and the
+//! passes, except under `CI=true`, where it fails. Run with `-- --nocapture` to see the timings and the
 //! error texts.
 
 use std::fmt::Debug;
@@ -27,6 +27,7 @@ use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 use sidekey_test_support::postgres_server::PrivatePostgres;
+use sidekey_test_support::{database_url, skip};
 
 /// The directory's connect timeout in these tests: short, so that the tests are quick, and still far
 /// above a loopback connect.
@@ -40,25 +41,6 @@ const SLACK: Duration = Duration::from_millis(1000);
 const UNAVAILABLE_WITHIN: Duration = CONNECT_TIMEOUT.saturating_add(QUERY_TIMEOUT).saturating_add(SLACK);
 /// When a call is declared hung, so that a broken bound fails the test instead of hanging it.
 const HUNG_AFTER: Duration = Duration::from_secs(30);
-
-/// The database the shared-server tests use.
-fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Whether `CI` is set: a test that cannot run then fails instead of skipping.
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
-}
-
-/// Prints why `test` is skipped, or panics when `CI` is set.
-fn skip(test: &str, reason: &str) {
-    assert!(!under_ci(), "{test}: {reason}, and CI requires it");
-    eprintln!("skipping {test}: {reason}");
-}
 
 /// `url` with the query parameter `param` (`key=value`, already encoded) added.
 fn with_param(url: &str, param: &str) -> String {
@@ -192,11 +174,10 @@ fn epoch_seconds(instant: SystemTime) -> f64 {
 /// Runs `body` on a fresh schema with Better Auth's tables (time columns of type `timestamps`), then
 /// drops the schema, whether `body` passed or panicked. Skips without a reachable server.
 async fn with_schema(test: &str, timestamps: &'static str, body: impl AsyncFnOnce(&Fixture)) {
-    let url = database_url();
-    let admin = match connect(&url).await {
-        Ok(admin) => admin,
-        Err(reason) => return skip(test, &format!("PostgreSQL is unreachable ({reason})")),
-    };
+    let Some(url) = database_url().await else { return };
+    let admin = connect(&url)
+        .await
+        .unwrap_or_else(|reason| panic!("{test}: PostgreSQL answered the check, then refused ({reason})"));
     let schema = format!("sk_dir_{}", Uuid::new_v4().simple());
     admin.batch_execute(&better_auth_ddl(&schema, timestamps)).await.expect("create Better Auth's tables");
     let fixture = Fixture { admin, url, schema, timestamps };
@@ -206,6 +187,14 @@ async fn with_schema(test: &str, timestamps: &'static str, body: impl AsyncFnOnc
         resume_unwind(panic);
     }
     dropped.expect("drop the test's schema");
+}
+
+/// Runs `body` once with Better Auth's time columns as `timestamp`, once as `timestamptz` (both occur,
+/// depending on its version), each on a fresh schema (see [`with_schema`]).
+async fn with_both_timestamp_types(test: &str, body: impl AsyncFn(&Fixture)) {
+    for timestamps in ["timestamp", "timestamptz"] {
+        with_schema(&format!("{test} ({timestamps})"), timestamps, &body).await;
+    }
 }
 
 /// An instant near now, with whole microseconds (PostgreSQL's resolution), so that expiries read back
@@ -289,116 +278,104 @@ async fn user_by_email_ignores_case_and_misses_unknown_emails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_session_of_picks_the_latest_unexpired_session() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("active_session_of_picks_the_latest_unexpired_session ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.user("u2", "two@example.com").await;
-            fx.user("u3", "three@example.com").await;
-            fx.session("s-short", "u1", "t-short", now + HOUR).await;
-            fx.session("s-long", "u1", "t-long", now + 2 * HOUR).await;
-            fx.session("s-gone", "u1", "t-gone", now - HOUR).await;
-            fx.session("s-only-expired", "u2", "t-only-expired", now - MICROSECOND).await;
-            fx.session("s-other", "u3", "t-other", now + 5 * HOUR).await;
-            let directory = fx.directory();
+    with_both_timestamp_types("active_session_of_picks_the_latest_unexpired_session", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.user("u2", "two@example.com").await;
+        fx.user("u3", "three@example.com").await;
+        fx.session("s-short", "u1", "t-short", now + HOUR).await;
+        fx.session("s-long", "u1", "t-long", now + 2 * HOUR).await;
+        fx.session("s-gone", "u1", "t-gone", now - HOUR).await;
+        fx.session("s-only-expired", "u2", "t-only-expired", now - MICROSECOND).await;
+        fx.session("s-other", "u3", "t-other", now + 5 * HOUR).await;
+        let directory = fx.directory();
 
-            let long = session("s-long", "u1", now + 2 * HOUR);
-            assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(long.clone()));
-            // Still the latest once the shorter one has expired, up to its last microsecond.
-            let later = now + HOUR + MICROSECOND;
-            assert_eq!(directory.active_session_of("u1", later).await.unwrap(), Some(long.clone()));
-            let last = now + 2 * HOUR - MICROSECOND;
-            assert_eq!(directory.active_session_of("u1", last).await.unwrap(), Some(long));
-            assert_eq!(directory.active_session_of("u1", now + 2 * HOUR).await.unwrap(), None);
+        let long = session("s-long", "u1", now + 2 * HOUR);
+        assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(long.clone()));
+        // Still the latest once the shorter one has expired, up to its last microsecond.
+        let later = now + HOUR + MICROSECOND;
+        assert_eq!(directory.active_session_of("u1", later).await.unwrap(), Some(long.clone()));
+        let last = now + 2 * HOUR - MICROSECOND;
+        assert_eq!(directory.active_session_of("u1", last).await.unwrap(), Some(long));
+        assert_eq!(directory.active_session_of("u1", now + 2 * HOUR).await.unwrap(), None);
 
-            assert_eq!(directory.active_session_of("u2", now).await.unwrap(), None, "only expired");
-            assert_eq!(directory.active_session_of("nobody", now).await.unwrap(), None);
-            let other = directory.active_session_of("u3", now).await.unwrap();
-            assert_eq!(other, Some(session("s-other", "u3", now + 5 * HOUR)));
-        })
-        .await;
-    }
+        assert_eq!(directory.active_session_of("u2", now).await.unwrap(), None, "only expired");
+        assert_eq!(directory.active_session_of("nobody", now).await.unwrap(), None);
+        let other = directory.active_session_of("u3", now).await.unwrap();
+        assert_eq!(other, Some(session("s-other", "u3", now + 5 * HOUR)));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_by_token_finds_only_unexpired_known_tokens() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("session_by_token_finds_only_unexpired_known_tokens ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.session("s-live", "u1", "tok-live", now + HOUR).await;
-            fx.session("s-expired", "u1", "tok-expired", now - Duration::from_secs(1)).await;
-            let directory = fx.directory();
+    with_both_timestamp_types("session_by_token_finds_only_unexpired_known_tokens", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.session("s-live", "u1", "tok-live", now + HOUR).await;
+        fx.session("s-expired", "u1", "tok-expired", now - Duration::from_secs(1)).await;
+        let directory = fx.directory();
 
-            let live = session("s-live", "u1", now + HOUR);
-            assert_eq!(directory.session_by_token("tok-live", now).await.unwrap(), Some(live));
-            assert_eq!(directory.session_by_token("tok-expired", now).await.unwrap(), None);
-            assert_eq!(directory.session_by_token("tok-unknown", now).await.unwrap(), None);
-            assert_eq!(directory.session_by_token("TOK-LIVE", now).await.unwrap(), None, "tokens are exact");
-            assert_eq!(directory.session_by_token("s-live", now).await.unwrap(), None, "an id is no token");
-            assert_eq!(directory.session_by_token("tok-live", now + HOUR).await.unwrap(), None, "expired");
-        })
-        .await;
-    }
+        let live = session("s-live", "u1", now + HOUR);
+        assert_eq!(directory.session_by_token("tok-live", now).await.unwrap(), Some(live));
+        assert_eq!(directory.session_by_token("tok-expired", now).await.unwrap(), None);
+        assert_eq!(directory.session_by_token("tok-unknown", now).await.unwrap(), None);
+        assert_eq!(directory.session_by_token("TOK-LIVE", now).await.unwrap(), None, "tokens are exact");
+        assert_eq!(directory.session_by_token("s-live", now).await.unwrap(), None, "an id is no token");
+        assert_eq!(directory.session_by_token("tok-live", now + HOUR).await.unwrap(), None, "expired");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_is_active_until_deleted_expired_or_its_user_deleted() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("session_is_active_until_deleted_expired_or_its_user_deleted ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.user("u2", "two@example.com").await;
-            fx.session("s-a", "u1", "t-a", now + HOUR).await;
-            fx.session("s-b", "u1", "t-b", now + HOUR).await;
-            fx.session("s-c", "u2", "t-c", now + HOUR).await;
-            let directory = fx.directory();
+    with_both_timestamp_types("session_is_active_until_deleted_expired_or_its_user_deleted", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.user("u2", "two@example.com").await;
+        fx.session("s-a", "u1", "t-a", now + HOUR).await;
+        fx.session("s-b", "u1", "t-b", now + HOUR).await;
+        fx.session("s-c", "u2", "t-c", now + HOUR).await;
+        let directory = fx.directory();
 
-            for id in ["s-a", "s-b", "s-c"] {
-                assert!(directory.session_is_active(&sid(id), now).await.unwrap(), "{id}");
-            }
-            // Expiry, to the microsecond.
-            assert!(directory.session_is_active(&sid("s-a"), now + HOUR - MICROSECOND).await.unwrap());
-            assert!(!directory.session_is_active(&sid("s-a"), now + HOUR).await.unwrap());
-            assert!(!directory.session_is_active(&sid("s-a"), now + 2 * HOUR).await.unwrap());
-            // Signed out: the row is deleted.
-            fx.execute(&format!("DELETE FROM {} WHERE id = 's-b'", fx.table("session"))).await;
-            assert!(!directory.session_is_active(&sid("s-b"), now).await.unwrap());
-            // The user deleted: its sessions go with it (ON DELETE CASCADE).
-            fx.execute(&format!("DELETE FROM {} WHERE id = 'u2'", fx.table("user"))).await;
-            assert!(!directory.session_is_active(&sid("s-c"), now).await.unwrap());
-            // Untouched.
-            assert!(directory.session_is_active(&sid("s-a"), now).await.unwrap());
-            assert!(!directory.session_is_active(&sid("unknown"), now).await.unwrap());
-        })
-        .await;
-    }
+        for id in ["s-a", "s-b", "s-c"] {
+            assert!(directory.session_is_active(&sid(id), now).await.unwrap(), "{id}");
+        }
+        // Expiry, to the microsecond.
+        assert!(directory.session_is_active(&sid("s-a"), now + HOUR - MICROSECOND).await.unwrap());
+        assert!(!directory.session_is_active(&sid("s-a"), now + HOUR).await.unwrap());
+        assert!(!directory.session_is_active(&sid("s-a"), now + 2 * HOUR).await.unwrap());
+        // Signed out: the row is deleted.
+        fx.execute(&format!("DELETE FROM {} WHERE id = 's-b'", fx.table("session"))).await;
+        assert!(!directory.session_is_active(&sid("s-b"), now).await.unwrap());
+        // The user deleted: its sessions go with it (ON DELETE CASCADE).
+        fx.execute(&format!("DELETE FROM {} WHERE id = 'u2'", fx.table("user"))).await;
+        assert!(!directory.session_is_active(&sid("s-c"), now).await.unwrap());
+        // Untouched.
+        assert!(directory.session_is_active(&sid("s-a"), now).await.unwrap());
+        assert!(!directory.session_is_active(&sid("unknown"), now).await.unwrap());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiries_read_the_same_whatever_the_connections_time_zone() {
-    for timestamps in ["timestamp", "timestamptz"] {
-        let test = format!("expiries_read_the_same_whatever_the_connections_time_zone ({timestamps})");
-        with_schema(&test, timestamps, async |fx: &Fixture| {
-            let now = now();
-            fx.user("u1", "one@example.com").await;
-            fx.session("s1", "u1", "t1", now + HOUR).await;
-            // UTC+14, through the URL's own options (the schema's search_path is appended to them).
-            let mut settings = fx.settings();
-            settings.url = with_param(&settings.url, "options=-c%20TimeZone%3DPacific%2FKiritimati");
-            let directory = PostgresDirectory::new(settings).expect("valid settings");
+    with_both_timestamp_types("expiries_read_the_same_whatever_the_connections_time_zone", async |fx| {
+        let now = now();
+        fx.user("u1", "one@example.com").await;
+        fx.session("s1", "u1", "t1", now + HOUR).await;
+        // UTC+14, through the URL's own options (the schema's search_path is appended to them).
+        let mut settings = fx.settings();
+        settings.url = with_param(&settings.url, "options=-c%20TimeZone%3DPacific%2FKiritimati");
+        let directory = PostgresDirectory::new(settings).expect("valid settings");
 
-            let expected = session("s1", "u1", now + HOUR);
-            assert_eq!(directory.session_by_token("t1", now).await.unwrap(), Some(expected.clone()));
-            assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(expected));
-            assert!(directory.session_is_active(&sid("s1"), now + HOUR - MICROSECOND).await.unwrap());
-            assert!(!directory.session_is_active(&sid("s1"), now + HOUR).await.unwrap());
-        })
-        .await;
-    }
+        let expected = session("s1", "u1", now + HOUR);
+        assert_eq!(directory.session_by_token("t1", now).await.unwrap(), Some(expected.clone()));
+        assert_eq!(directory.active_session_of("u1", now).await.unwrap(), Some(expected));
+        assert!(directory.session_is_active(&sid("s1"), now + HOUR - MICROSECOND).await.unwrap());
+        assert!(!directory.session_is_active(&sid("s1"), now + HOUR).await.unwrap());
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +498,7 @@ async fn starts_while_the_database_is_down_and_recovers_after_a_restart() {
     let test = "starts_while_the_database_is_down_and_recovers_after_a_restart";
     let mut server = match PrivatePostgres::init() {
         Ok(server) => server,
-        Err(reason) => return skip(test, &format!("cannot run a private PostgreSQL ({reason})")),
+        Err(reason) => return skip(format_args!("{test}: cannot run a private PostgreSQL ({reason})")),
     };
     // Built before the server ever runs; never rebuilt. No schema: Better Auth's tables in `public`.
     let directory = PostgresDirectory::new(PostgresDirectorySettings {

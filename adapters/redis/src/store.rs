@@ -620,8 +620,9 @@ impl SessionStore for RedisSessionStore {
 
 /// The read/insert race, on a real Redis, with the interleaving under the test's control: this module
 /// can stop a `find` between its Redis read and its cache insert, which the test binaries cannot.
-/// Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`); without it, fails under `CI=true`
-/// and skips otherwise. Keys under a random prefix, deleted at the end.
+/// Needs a single Redis server at `REDIS_URL` (default `redis://127.0.0.1:6379`; on a cluster the cache
+/// is off); without it, fails under `CI=true` and skips otherwise. Keys under a random prefix, deleted at
+/// the end.
 #[cfg(test)]
 mod tests {
     use std::time::{Instant, SystemTime};
@@ -633,28 +634,6 @@ mod tests {
 
     /// How long the subscription may take to come up on a local Redis, or a message to arrive.
     const WITHIN: Duration = Duration::from_secs(5);
-
-    async fn redis_url() -> Option<String> {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let store =
-            RedisSessionStore::connect(RedisStoreSettings::new(&url, "sidekey-probe"), Arc::new(SystemClock))
-                .await
-                .ok()?;
-        match store.ping().await {
-            Ok(()) if store.inner.redis.is_cluster() => {
-                eprintln!("skipped: the local cache is off on Redis Cluster ({url})");
-                None
-            }
-            Ok(()) => Some(url),
-            Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-                panic!("Redis is not reachable at {url} (CI=true): {why}")
-            }
-            Err(why) => {
-                eprintln!("skipped: Redis is not reachable at {url} ({why})");
-                None
-            }
-        }
-    }
 
     async fn delete_prefix(url: &str, prefix: &str) {
         let client = redis::Client::open(url).unwrap();
@@ -688,7 +667,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_find_that_read_redis_before_a_revocation_does_not_cache_it_once_the_invalidation_is_in() {
-        let Some(url) = redis_url().await else { return };
+        let Some(url) = sidekey_test_support::single_redis_url().await else { return };
         let prefix = format!("sidekey-race-{}", uuid::Uuid::new_v4().simple());
         let settings = RedisStoreSettings::new(&url, &prefix);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

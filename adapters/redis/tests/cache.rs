@@ -28,7 +28,8 @@ use sidekey_test_support::ManualClock;
 use sidekey_test_support::store_contract::Backend;
 use sidekey_test_support::store_contract_suite;
 
-use sidekey_test_support::redis_server::{PrivateCluster, PrivateRedis, skip_unless_installed};
+use sidekey_test_support::redis_server::{PrivateCluster, PrivateRedis};
+use sidekey_test_support::{random_hex, single_redis_url, skip_unless_installed};
 
 /// The contract's bound on cross-instance revocation (issue 3).
 const REVOCATION_BOUND: Duration = Duration::from_millis(100);
@@ -47,41 +48,8 @@ const TTL_SECONDS: u64 = 600;
 /// The most any test may take; the processes and keys are cleaned up when it fires.
 const TEST_BUDGET: Duration = Duration::from_secs(60);
 
-fn redis_url_setting() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|ci| ci == "true")
-}
-
-/// The Redis for these tests, or `None` (with the reason printed) when it does not answer outside CI,
-/// or is a cluster (where the cache is off: nothing here to test).
-async fn redis_url() -> Option<String> {
-    let url = redis_url_setting();
-    if url.contains("+cluster://") {
-        eprintln!("skipped: REDIS_URL is a cluster, where the local cache is off");
-        return None;
-    }
-    let settings = RedisStoreSettings::new(&url, "sidekey-probe");
-    let answered = match RedisSessionStore::connect(settings, Arc::new(SystemClock)).await {
-        Ok(store) => store.ping().await.map_err(|error| error.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
-    match answered {
-        Ok(()) => Some(url),
-        Err(why) if under_ci() => panic!("Redis is not reachable at {url} (CI=true): {why}"),
-        Err(why) => {
-            eprintln!(
-                "skipped: Redis is not reachable at {url} ({why}); set REDIS_URL or start redis-server"
-            );
-            None
-        }
-    }
-}
-
 fn random_prefix() -> String {
-    format!("sidekey-cache-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!("sidekey-cache-{}", random_hex(16))
 }
 
 fn cache_off() -> LocalCacheSettings {
@@ -139,10 +107,17 @@ fn key(prefix: &str, kind: &str, token: &Token) -> String {
     format!("{{{prefix}:{:02x}}}:{kind}:{}", digest.shard(), digest.to_hex())
 }
 
-/// Runs `test`, bounded by [`TEST_BUDGET`], then deletes every key under `prefix` (also on failure).
-async fn cleaned<F: Future<Output = ()> + Send + 'static>(url: &str, prefix: &str, test: F) {
-    let outcome = tokio::spawn(tokio::time::timeout(TEST_BUDGET, test)).await;
-    delete_prefix(url, prefix).await;
+/// Runs `test` with the URL of the machine's Redis (a single server) and a fresh key prefix, bounded by
+/// [`TEST_BUDGET`], then deletes every key under the prefix (also on failure). Skips without Redis.
+async fn on_redis<F, T>(test: F)
+where
+    F: FnOnce(String, String) -> T,
+    T: Future<Output = ()> + Send + 'static,
+{
+    let Some(url) = single_redis_url().await else { return };
+    let prefix = random_prefix();
+    let outcome = tokio::spawn(tokio::time::timeout(TEST_BUDGET, test(url.clone(), prefix.clone()))).await;
+    delete_prefix(&url, &prefix).await;
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(_)) => panic!("the test took over {TEST_BUDGET:?}"),
@@ -227,7 +202,7 @@ async fn pair(url: &str, prefix: &str) -> Pair {
 // The contract suite once more, with the cache subscribed before each test starts: every answer the
 // suite checks after a write must already account for it on the instance that wrote it.
 store_contract_suite!(on_redis_with_a_live_cache, SystemTime::now(), |clock| async move {
-    let url = redis_url().await?;
+    let url = single_redis_url().await?;
     let prefix = random_prefix();
     let store = store(&url, &prefix, LocalCacheSettings::default(), clock).await;
     until_live(&store).await;
@@ -243,10 +218,7 @@ store_contract_suite!(on_redis_with_a_live_cache, SystemTime::now(), |clock| asy
 
 #[tokio::test]
 async fn a_cached_session_is_answered_from_memory_and_a_store_without_the_cache_reads_redis() {
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let uncached = store(&u, &p, cache_off(), Arc::new(SystemClock)).await;
         assert_eq!(
@@ -276,10 +248,7 @@ async fn a_cached_session_is_answered_from_memory_and_a_store_without_the_cache_
 
 #[tokio::test]
 async fn a_revocation_on_one_instance_reaches_the_others_cache_within_100_ms() {
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         for kind in ["revoke", "revoke_by_id", "revoke_matching secret_key_id", "revoke_matching subject"] {
             // A key and a subject of this round's own, so the bulk revocations select this session only.
@@ -317,10 +286,7 @@ async fn a_revocation_on_one_instance_reaches_the_others_cache_within_100_ms() {
 
 #[tokio::test]
 async fn a_refresh_on_one_instance_reaches_the_others_cache_within_100_ms() {
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let issued = Issued::new("openai-prod", None, SystemTime::now());
         issued.insert_into(&a).await;
@@ -350,10 +316,7 @@ async fn a_refresh_on_one_instance_reaches_the_others_cache_within_100_ms() {
 
 #[tokio::test]
 async fn a_bulk_revocation_reaches_every_cached_session_of_it_within_100_ms() {
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let banned: Vec<Issued> =
             (0..40).map(|_| Issued::new("openai-prod", Some("mallory"), SystemTime::now())).collect();
@@ -380,10 +343,7 @@ async fn a_bulk_revocation_reaches_every_cached_session_of_it_within_100_ms() {
 
 #[tokio::test]
 async fn an_expired_session_is_not_answered_from_the_cache() {
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         // The stores' clock, moved by the test; no message announces an expiry.
         let clock = Arc::new(ManualClock::starting_at(SystemTime::now()));
         let a = store(&u, &p, LocalCacheSettings::default(), clock.clone()).await;
@@ -409,10 +369,7 @@ async fn concurrent_finds_under_a_stream_of_invalidations_never_leave_a_revocati
     // four at a time while invalidations of their digest are published all along, so B keeps missing,
     // reading Redis and caching while its subscriber removes; A revokes in the middle. Nothing may
     // deadlock, and once the revocation has had 100 ms B must refuse the session, and keep refusing it.
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let Pair { a, b } = pair(&u, &p).await;
         let (a, b) = (Arc::new(a), Arc::new(b));
         for round in 0..20 {
@@ -734,10 +691,7 @@ async fn the_cache_is_off_on_a_cluster_and_revocations_still_reach_every_instanc
 #[tokio::test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 async fn cached_and_uncached_find_timings() {
-    let Some(url) = redis_url().await else { return };
-    let prefix = random_prefix();
-    let (u, p) = (url.clone(), prefix.clone());
-    cleaned(&url, &prefix, async move {
+    on_redis(|u, p| async move {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cached = store(&u, &p, LocalCacheSettings::default(), Arc::clone(&clock)).await;
         let uncached = store(&u, &p, cache_off(), clock).await;

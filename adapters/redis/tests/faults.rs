@@ -19,7 +19,8 @@ use sidekey_domain::{Metadata, SecretRef, SecretValue, Session, SessionId, Sessi
 use sidekey_local::SystemClock;
 use sidekey_redis::{RedisSessionStore, RedisStoreSettings};
 
-use sidekey_test_support::redis_server::{PrivateCluster, PrivateRedis, skip_unless_installed};
+use sidekey_test_support::redis_server::{PrivateCluster, PrivateRedis};
+use sidekey_test_support::skip_unless_installed;
 
 /// The store's connect timeout in these tests: short, so that the tests are quick, and still far above
 /// a loopback connect (well under a millisecond).

@@ -23,48 +23,18 @@ use sidekey_domain::{
 use sidekey_redis::{RedisStoreSettings, RedisUsageLedger};
 use sidekey_test_support::ManualClock;
 use sidekey_test_support::ledger_contract_suite;
-use sidekey_test_support::redis_server::{PrivateCluster, free_port, skip_unless_installed};
-
-fn redis_url_setting() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// The Redis for these tests, or `None` (with the reason printed) when it does not answer outside CI.
-async fn redis_url() -> Option<String> {
-    let url = redis_url_setting();
-    let clock = Arc::new(ManualClock::starting_at(SystemTime::now()));
-    let answered =
-        match RedisUsageLedger::connect(RedisStoreSettings::new(&url, "sidekey-probe"), clock).await {
-            Ok(ledger) => ledger.ping().await.map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-    match answered {
-        Ok(()) => Some(url),
-        Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("Redis is not reachable at {url} (CI=true): {why}")
-        }
-        Err(why) => {
-            eprintln!(
-                "skipped: Redis is not reachable at {url} ({why}); set REDIS_URL or start redis-server"
-            );
-            None
-        }
-    }
-}
+use sidekey_test_support::redis_server::PrivateCluster;
+use sidekey_test_support::services::cluster_node_urls;
+use sidekey_test_support::{free_port, random_hex, redis_url, skip_unless_installed};
 
 fn random_prefix() -> String {
-    format!("sidekey-test-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!("sidekey-test-{}", random_hex(16))
 }
 
 /// One URL per server behind `url`: the server itself, or every node a cluster URL lists (a `SCAN` sees
 /// one node's keys only).
 fn node_urls(url: &str) -> Vec<String> {
-    for (scheme, node_scheme) in [("redis+cluster://", "redis"), ("rediss+cluster://", "rediss")] {
-        if let Some(hosts) = url.strip_prefix(scheme) {
-            return hosts.split(',').map(|host| format!("{node_scheme}://{host}")).collect();
-        }
-    }
-    vec![url.to_owned()]
+    cluster_node_urls(url).unwrap_or_else(|| vec![url.to_owned()])
 }
 
 /// The keys under `prefix` on the server `connection` reaches.

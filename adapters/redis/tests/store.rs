@@ -21,46 +21,17 @@ use sidekey_domain::{
 };
 use sidekey_redis::{ConfigError, RedisSessionStore, RedisStoreSettings};
 
-use sidekey_test_support::ManualClock;
+use sidekey_test_support::services::cluster_node_urls;
 use sidekey_test_support::store_contract::{Backend, Settle};
 use sidekey_test_support::store_contract_suite;
-
-fn redis_url_setting() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// The Redis for these tests, or `None` (with the reason printed) when it does not answer outside CI.
-async fn redis_url() -> Option<String> {
-    let url = redis_url_setting();
-    let answered =
-        match RedisSessionStore::connect(RedisStoreSettings::new(&url, "sidekey-probe"), clock()).await {
-            Ok(store) => store.ping().await.map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-    match answered {
-        Ok(()) => Some(url),
-        Err(why) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("Redis is not reachable at {url} (CI=true): {why}")
-        }
-        Err(why) => {
-            eprintln!(
-                "skipped: Redis is not reachable at {url} ({why}); set REDIS_URL or start redis-server"
-            );
-            None
-        }
-    }
-}
+use sidekey_test_support::{ManualClock, random_hex, redis_url};
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::starting_at(SystemTime::now()))
 }
 
-fn random_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 fn random_prefix() -> String {
-    format!("sidekey-test-{}", &random_hex()[..16])
+    format!("sidekey-test-{}", random_hex(16))
 }
 
 /// Direct access to the Redis under test, to read what the store wrote and to clean up: one connection
@@ -73,12 +44,7 @@ struct Raw {
 
 impl Raw {
     async fn open(url: &str) -> Self {
-        let cluster_nodes = ["redis+cluster://", "rediss+cluster://"].iter().find_map(|scheme| {
-            let rest = url.strip_prefix(scheme)?;
-            let node_scheme = if scheme.starts_with("rediss") { "rediss" } else { "redis" };
-            Some(rest.split(',').map(|host| format!("{node_scheme}://{host}")).collect::<Vec<_>>())
-        });
-        match cluster_nodes {
+        match cluster_node_urls(url) {
             Some(nodes) => {
                 let mut connections = Vec::new();
                 for node in &nodes {
@@ -263,7 +229,7 @@ async fn a_redis_dump_holds_no_token_and_no_real_key() {
         let mut tokens = Vec::new();
         let mut real_keys = Vec::new();
         for i in 0..12 {
-            let real_key = format!("sk-live-{}", random_hex());
+            let real_key = format!("sk-live-{}", random_hex(32));
             let secret_ref = ["openai-prod", "anthropic-prod", "mistral"][i % 3];
             let subject = [Some("alice"), Some("bob"), None, Some("carol")][i % 4];
             tokens.push(world.issue(secret_ref, subject, &real_key, i % 2 == 0).await);

@@ -63,6 +63,31 @@ impl Harness {
     pub async fn admit(&self, admission: &Admission) -> Admitted {
         self.ledger.admit(admission).await.expect("the ledger answers")
     }
+
+    /// Sends `count` admissions for `session`, each reserving `reserve` tokens, all at once; returns how
+    /// many were admitted.
+    pub async fn admitted_at_once(
+        &self,
+        count: usize,
+        session: SessionId,
+        limits: Limits,
+        reserve: u64,
+    ) -> usize {
+        let admissions: Vec<_> = (0..count)
+            .map(|_| {
+                let ledger = self.ledger.clone();
+                let admission = self.admission(session, limits, reserve);
+                tokio::spawn(async move { ledger.admit(&admission).await.expect("the ledger answers") })
+            })
+            .collect();
+        let mut admitted = 0;
+        for admission in admissions {
+            if matches!(admission.await.expect("an admission task"), Admitted::Yes { .. }) {
+                admitted += 1;
+            }
+        }
+        admitted
+    }
 }
 
 /// The key every test session stands for.
@@ -122,19 +147,7 @@ pub mod contract {
     pub async fn concurrent_admissions_never_pass_max_requests(h: &Harness) {
         let session = session();
         let limits = limits(LimitsParts { max_requests: Some(50), ..LimitsParts::default() });
-        let admissions: Vec<_> = (0..200)
-            .map(|_| {
-                let ledger = h.ledger.clone();
-                let admission = h.admission(session, limits, 0);
-                tokio::spawn(async move { ledger.admit(&admission).await.unwrap() })
-            })
-            .collect();
-        let mut admitted = 0;
-        for admission in admissions {
-            if matches!(admission.await.unwrap(), Admitted::Yes { .. }) {
-                admitted += 1;
-            }
-        }
+        let admitted = h.admitted_at_once(200, session, limits, 0).await;
         assert_eq!(admitted, 50);
         assert_eq!(h.ledger.session_usage(session).await.unwrap().requests, 50);
     }
@@ -192,19 +205,7 @@ pub mod contract {
     pub async fn concurrent_reservations_never_pass_a_token_budget(h: &Harness) {
         let session = session();
         let limits = limits(LimitsParts { max_tokens: Some(1000), ..LimitsParts::default() });
-        let admissions: Vec<_> = (0..100)
-            .map(|_| {
-                let ledger = h.ledger.clone();
-                let admission = h.admission(session, limits, 100);
-                tokio::spawn(async move { ledger.admit(&admission).await.unwrap() })
-            })
-            .collect();
-        let mut admitted = 0;
-        for admission in admissions {
-            if matches!(admission.await.unwrap(), Admitted::Yes { .. }) {
-                admitted += 1;
-            }
-        }
+        let admitted = h.admitted_at_once(100, session, limits, 100).await;
         assert_eq!(admitted, 10);
         assert_eq!(h.ledger.session_usage(session).await.unwrap().reserved_tokens, 1000);
     }

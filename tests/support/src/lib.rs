@@ -1,6 +1,10 @@
 //! What sidekey's test suites share, so that no test binary carries its own copy (dev-dependency only).
 //!
 //! # Layout
+//! - [`services`]: where the shared Redis and PostgreSQL are ([`redis_url`], [`database_url`], features
+//!   `redis` and `postgres`), and what a test does when a service or a program is missing: skip with
+//!   the reason printed, or fail under `CI=true` ([`under_ci`], [`skip`], [`skip_unless_installed`]).
+//! - [`unique`]: what keeps tests apart: [`random_hex`], [`free_port`], [`TempDir`].
 //! - [`clock`]: [`ManualClock`], a `Clock` the test moves by hand.
 //! - [`ledger_contract`]: the `UsageLedger` contract, one suite that every ledger runs.
 //! - [`store_contract`]: the `SessionStore` contract, one suite that every store runs.
@@ -13,6 +17,14 @@ pub mod ledger_contract;
 pub mod postgres_server;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod services;
 pub mod store_contract;
+pub mod unique;
 
 pub use clock::ManualClock;
+#[cfg(feature = "postgres")]
+pub use services::{database_url, database_url_setting};
+#[cfg(feature = "redis")]
+pub use services::{redis_url, redis_url_setting, single_redis_url};
+pub use services::{skip, skip_unless_installed, under_ci};
+pub use unique::{TempDir, free_port, random_hex};

@@ -9,13 +9,12 @@
 //! `postgres` user (`runuser -u postgres --`), which then owns the directory.
 #![allow(dead_code, reason = "each test binary uses its own part of the harness")]
 
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 use std::{env, fs};
+
+use crate::services::is_executable;
+use crate::unique::{TempDir, free_port};
 
 /// How long `pg_ctl` may wait for the server to start or stop (`-t`): an empty cluster needs well under a
 /// second; the bound only keeps a broken setup from hanging the test.
@@ -24,11 +23,12 @@ const PG_CTL_WAIT_SECONDS: &str = "30";
 /// A PostgreSQL server of the test's own; see the [module documentation](self).
 pub struct PrivatePostgres {
     bin: PathBuf,
-    dir: PathBuf,
     port: u16,
     /// `Some(user)` when commands must run as that user (the tests run as root).
     run_as: Option<&'static str>,
     running: bool,
+    // Last field: removed after `Drop::drop` stopped the server.
+    dir: TempDir,
 }
 
 impl PrivatePostgres {
@@ -37,11 +37,11 @@ impl PrivatePostgres {
     pub fn init() -> Result<Self, String> {
         let bin = server_bin_dir().ok_or("no PostgreSQL server binaries (initdb, pg_ctl) found")?;
         let run_as = if is_root() { Some("postgres") } else { None };
-        let dir = fresh_dir()?;
+        let dir = TempDir::try_new("pg")?;
         if let Some(user) = run_as {
             let (uid, gid) = ids_of(user)?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .map_err(|error| format!("cannot give {} to {user}: {error}", dir.display()))?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|error| format!("cannot give {} to {user}: {error}", dir.path().display()))?;
         }
         let port = free_port();
         let server = Self { bin, dir, port, run_as, running: false };
@@ -58,10 +58,10 @@ impl PrivatePostgres {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
-            path_str(&self.dir)
+            path_str(self.dir.path())
         );
         let data = self.data_dir();
-        let log = self.dir.join("server.log");
+        let log = self.dir.path().join("server.log");
         self.run(
             "pg_ctl",
             &[
@@ -100,13 +100,13 @@ impl PrivatePostgres {
 
     /// The end of the server's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let log = fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        self.dir.path().join("data")
     }
 
     fn stop_with(&mut self, mode: &str) {
@@ -131,7 +131,7 @@ impl PrivatePostgres {
             None => Command::new(&program_path),
         };
         // From the server's directory: the postgres user may not be allowed into the test's cwd.
-        command.args(args).current_dir(&self.dir).stdin(Stdio::null());
+        command.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
         let output = command.output().map_err(|error| format!("cannot run {program}: {error}"))?;
         if output.status.success() {
             Ok(output)
@@ -148,8 +148,8 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
+        // The directory goes with `self.dir` right after.
         self.stop_with("immediate");
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -178,10 +178,6 @@ fn server_bin_dir() -> Option<PathBuf> {
     from_pg_config.into_iter().chain(debian.into_iter().rev()).chain(on_path).find(|dir| has_tools(dir))
 }
 
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-}
-
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -202,25 +198,6 @@ fn ids_of(user: &str) -> Result<(u32, u32), String> {
             .map_err(|_| format!("no {user} user to run PostgreSQL as (the tests run as root)"))
     };
     Ok((id("-u")?, id("-g")?))
-}
-
-/// A new, empty directory under the system temp dir (short: Unix socket paths are limited to about 100
-/// bytes), readable by its owner only.
-fn fresh_dir() -> Result<PathBuf, String> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.subsec_nanos());
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = env::temp_dir().join(format!("sk-pg-{}-{n}-{nanos:x}", std::process::id()));
-    fs::create_dir(&path).map_err(|error| format!("cannot create {}: {error}", path.display()))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-        .map_err(|error| format!("cannot restrict {}: {error}", path.display()))?;
-    Ok(path)
-}
-
-/// A loopback TCP port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port to find a free one");
-    listener.local_addr().expect("the bound port").port()
 }
 
 fn path_str(path: &Path) -> &str {

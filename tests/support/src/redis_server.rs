@@ -10,19 +10,19 @@
 //! talks to the server through it (readiness, `SHUTDOWN`, `CLUSTER INFO`, `DBSIZE`), so that it works the
 //! same for plain TCP, TLS and cluster nodes.
 //!
-//! Tests call [`skip_unless_installed`] first: without `redis-server` (or `openssl`, or `redis-cli`) on the
-//! `PATH` they print why and return, except under `CI=true`, where a missing tool is a failure.
+//! Tests call [`skip_unless_installed`](crate::skip_unless_installed) first: without `redis-server` (or
+//! `openssl`, or `redis-cli`) on the `PATH` they print why and return, except under `CI=true`, where a
+//! missing tool is a failure.
 #![allow(dead_code, reason = "each test binary uses its own part of the harness")]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use std::{env, fs, thread};
+use std::time::{Duration, Instant};
+use std::{fs, thread};
+
+use crate::unique::{TempDir, free_port};
 
 /// How long a server may take to answer `PING` after being started: it loads at most a few sessions from
 /// its append-only file, so anything near this bound means it is not coming up at all.
@@ -45,76 +45,6 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many times a first start may be retried on fresh ports: the port is free when chosen but released
 /// before `redis-server` binds it, so another process may take it in between.
 const START_ATTEMPTS: u32 = 3;
-
-/// Whether `CI=true`: a missing tool then fails the test instead of skipping it.
-pub fn under_ci() -> bool {
-    env::var("CI").is_ok_and(|value| value == "true")
-}
-
-/// Where `program` is on the `PATH`, if it is.
-pub fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| {
-        fs::metadata(candidate).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-    })
-}
-
-/// Whether `test` must be skipped because one of `tools` is not on the `PATH`: prints the reason and returns
-/// `true`, or panics under `CI=true`, where a test that cannot run is a failure.
-pub fn skip_unless_installed(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|tool| find_on_path(tool).is_none()).collect();
-    if missing.is_empty() {
-        return false;
-    }
-    let reason = format!("{} not found on PATH", missing.join(", "));
-    assert!(!under_ci(), "{test}: {reason}, and CI=true requires it");
-    eprintln!("skipping {test}: {reason}");
-    true
-}
-
-/// A loopback TCP port that was free a moment ago. The listener is dropped before returning, so the port
-/// is released for `redis-server` to bind (see [`START_ATTEMPTS`] for the race that leaves).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port to find a free one");
-    listener.local_addr().expect("the bound port").port()
-}
-
-/// A fresh directory under the system temp dir, readable by this user only, removed with its content on
-/// drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a new, empty directory whose name no other test (of this or another binary) uses.
-    pub fn new(label: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.subsec_nanos());
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            // Short: Unix socket paths are limited to about 100 bytes.
-            let path = env::temp_dir().join(format!("sk-{label}-{}-{n}-{nanos:x}", std::process::id()));
-            match fs::create_dir(&path) {
-                Ok(()) => {
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-                        .expect("restrict the temp dir to this user");
-                    return Self(path);
-                }
-                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(error) => panic!("cannot create a temp dir at {}: {error}", path.display()),
-            }
-        }
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// How clients reach a [`PrivateRedis`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +205,19 @@ impl PrivateRedis {
         if let Err(failure) = self.spawn_and_wait() {
             panic!("redis-server did not restart on port {}:\n{failure}", self.port);
         }
+    }
+
+    /// Starts the stopped (or killed) server again on the same port with nothing in it, as a replacement
+    /// server would come back: its append-only files are deleted first.
+    ///
+    /// # Panics
+    /// As [`PrivateRedis::restart`].
+    pub fn restart_empty(&mut self) {
+        assert!(!self.is_running(), "restart_empty() of a server that is still running");
+        // Redis 7 keeps its append-only files in `appendonlydir`, earlier versions in `appendonly.aof`.
+        let _ = fs::remove_dir_all(self.dir.path().join("appendonlydir"));
+        let _ = fs::remove_file(self.dir.path().join("appendonly.aof"));
+        self.restart();
     }
 
     /// Freezes the process with `SIGSTOP`: its sockets stay open (the kernel still accepts connections)

@@ -2,9 +2,8 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sidekey_tests::{
-    SECRET_KEY_ID, TestApp, assert_problem, header, random_hex, send, spawn_app, spawn_app_with,
-};
+use sidekey_test_support::random_hex;
+use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, send, spawn_app, spawn_app_with};
 
 /// The sum of every sample of `name` (across label sets) in a Prometheus text exposition.
 fn sample_sum(text: &str, name: &str) -> f64 {

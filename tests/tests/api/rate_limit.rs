@@ -47,7 +47,7 @@ async fn create_session_as(
 }
 
 #[tokio::test]
-async fn a_client_over_its_failures_is_refused_with_429_and_others_are_not() {
+async fn a_client_over_its_failures_is_refused_with_429_until_its_block_ends() {
     let app = spawn_limited(1, 5).await;
     let valid = app.issue_token(SECRET_KEY_ID, None).await.token;
 
@@ -55,36 +55,19 @@ async fn a_client_over_its_failures_is_refused_with_429_and_others_are_not() {
         let response = verify_as(&app, GUESSER, UNKNOWN_TOKEN).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {attempt} is within the burst");
     }
-    // The sixth is over the burst: refused, and the refusal is held until the block ends (a second).
-    let app = Arc::new(app);
-    let started = std::time::Instant::now();
-    let over = tokio::spawn({
-        let app = app.clone();
-        async move { verify_as(&app, GUESSER, UNKNOWN_TOKEN).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    // Blocked means blocked: even a valid token from that address is refused, before it is looked at.
-    let blocked_valid = tokio::spawn({
-        let (app, valid) = (app.clone(), valid.clone());
-        async move { verify_as(&app, GUESSER, &valid).await }
-    });
-    // Meanwhile another address is untouched, and health stays answerable for the blocked one.
-    assert_eq!(verify_as(&app, USER, &valid).await.status(), StatusCode::OK);
-    let health = app.request(Method::GET, "/healthz", None).header("x-forwarded-for", GUESSER).send();
-    assert_eq!(health.await.unwrap().status(), StatusCode::OK);
-    assert!(!over.is_finished(), "the refusal was sent before the block ended");
-
-    let over = over.await.unwrap();
-    assert!(started.elapsed() >= std::time::Duration::from_millis(800), "held {:?}", started.elapsed());
+    // The sixth is over the burst: refused, and the refusal is held until the block ends (a second). What
+    // happens during the block, and how long the hold lasts, is checked where the clocks can be moved:
+    // the middleware's unit tests.
+    let over = verify_as(&app, GUESSER, UNKNOWN_TOKEN).await;
     let retry_after = header(&over, "retry-after").expect("a Retry-After");
     let seconds: u64 = retry_after.parse().expect("Retry-After in seconds");
     assert!((1..=2).contains(&seconds), "one failure a second: wait about a second, not {seconds}");
     assert_problem(over, 429, "rate_limited").await;
-    assert_problem(blocked_valid.await.unwrap(), 429, "rate_limited").await;
 
-    // Once the block is over, the client is served again.
+    // Once the block is over, the client is served again; nobody else was ever refused.
     assert_eq!(verify_as(&app, GUESSER, &valid).await.status(), StatusCode::OK);
-    Arc::into_inner(app).expect("no other reference").shutdown().await;
+    assert_eq!(verify_as(&app, USER, &valid).await.status(), StatusCode::OK);
+    app.shutdown().await;
 }
 
 #[tokio::test]
@@ -113,15 +96,15 @@ async fn a_rate_of_zero_turns_the_limit_off() {
 }
 
 /// A flood of invalid tokens and oversize bodies from one address, with a user's valid requests from
-/// another in the middle of it: every valid request is answered 200, and past its burst the flood gets
-/// no more than the sustained rate processed; the rest is turned away at the door (429), held until the
-/// client's block ends. (How much the flood slows valid requests is measured by
-/// `bench/flood.sh`, not here: a timing assertion in a shared test runner would be noise.)
+/// another in the middle of it: every valid request is answered 200, and past its burst the flood is
+/// turned away at the door (429), held until the client's block ends. (That exactly the burst and then
+/// the sustained rate get processed is checked on a clock the test moves, in the middleware's unit
+/// tests; how much the flood slows valid requests is measured by `bench/flood.sh`, not here: a timing
+/// assertion in a shared test runner would be noise.)
 #[tokio::test]
 async fn a_flood_of_failures_is_turned_away_while_valid_requests_pass() {
     let app = Arc::new(spawn_limited(20, 100).await);
     let valid = app.issue_token(SECRET_KEY_ID, None).await.token;
-    let started = std::time::Instant::now();
     let refused = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let flooders: Vec<_> = (0..8)
@@ -162,13 +145,8 @@ async fn a_flood_of_failures_is_turned_away_while_valid_requests_pass() {
     for flooder in flooders {
         flooder.await.unwrap();
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let (refused, failed) = (refused.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert_eq!(refused + failed, 8 * FLOOD_ROUNDS);
-    // The burst of 100 and 20 a second for the flood's duration, and not one more: the limiter's
-    // cell arithmetic allows one extra at each refill boundary, hence the rounding up.
-    let allowed = 100 + (20.0 * elapsed).ceil() as usize + 1;
-    assert!(failed <= allowed, "{failed} flood requests were processed in {elapsed:.1} s, {refused} refused");
     assert!(refused > 0, "the flood was never refused");
 }
 

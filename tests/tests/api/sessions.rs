@@ -1,13 +1,15 @@
 //! The Session API's happy paths: issue, show, refresh, revoke, verify.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sidekey_application::Clock as _;
+use sidekey_test_support::ManualClock;
 use sidekey_tests::{
-    OTHER_SECRET_KEY_ID, REVOKED, SECRET_KEY_ID, assert_invalid_token, header, send, spawn_app,
-    spawn_app_with,
+    OTHER_SECRET_KEY_ID, REVOKED, SECRET_KEY_ID, assert_invalid_token, header, send, spawn_app, spawn_app_on,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -21,10 +23,6 @@ fn utc(value: &Value) -> OffsetDateTime {
 
 fn keys(body: &Value) -> BTreeSet<&str> {
     body.as_object().expect("a JSON object").keys().map(String::as_str).collect()
-}
-
-fn within(actual: OffsetDateTime, expected: OffsetDateTime, slack: Duration) -> bool {
-    (actual - expected).unsigned_abs() <= slack
 }
 
 #[tokio::test]
@@ -152,7 +150,9 @@ async fn showing_a_session_gives_its_fields_but_never_the_token_or_the_real_key(
 #[tokio::test]
 async fn refresh_slides_expires_at_but_never_past_the_maximum_lifetime() {
     // A 2-second TTL capped at 3 seconds of lifetime: the first refresh slides, the second hits the cap.
-    let app = spawn_app_with(|config| {
+    // The server runs on a clock the test moves, so each step happens at an exact instant.
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = spawn_app_on(clock.clone(), |config| {
         config.session.default_ttl_seconds = 2;
         config.session.max_ttl_seconds = 2;
         config.session.max_lifetime_seconds = 3;
@@ -161,12 +161,13 @@ async fn refresh_slides_expires_at_but_never_past_the_maximum_lifetime() {
     let issued = app.issue_token(SECRET_KEY_ID, None).await;
     let shown: Value = app.show(&issued.token).await.json().await.unwrap();
     let issued_at = utc(&shown["issued_at"]);
+    assert_eq!(SystemTime::from(issued_at), clock.now(), "issued_at is the server's clock");
     let first_expiry = utc(&shown["expires_at"]);
     assert_eq!(first_expiry - issued_at, time::Duration::seconds(2));
     let cap = issued_at + time::Duration::seconds(3);
 
-    sleep_until(issued_at + time::Duration::milliseconds(500)).await;
-    let refresh_sent = OffsetDateTime::now_utc();
+    let refresh_at = issued_at + time::Duration::milliseconds(500);
+    clock.set(refresh_at.into());
     let response = app.refresh(&issued.token).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "cache-control").as_deref(), Some("no-store"));
@@ -174,31 +175,21 @@ async fn refresh_slides_expires_at_but_never_past_the_maximum_lifetime() {
     assert!(!slid.to_string().contains(&issued.token), "the refresh answer shows the token");
     let slid_expiry = utc(&slid["expires_at"]);
     assert!(slid_expiry > first_expiry, "refresh did not slide: {slid_expiry} <= {first_expiry}");
-    assert!(
-        within(slid_expiry, refresh_sent + time::Duration::seconds(2), Duration::from_millis(300)),
-        "a refresh slides to now + ttl: {slid_expiry} vs sent at {refresh_sent}"
-    );
+    assert_eq!(slid_expiry, refresh_at + time::Duration::seconds(2), "a refresh slides to now + ttl");
     assert_eq!(utc(&slid["issued_at"]), issued_at, "refresh must not move issued_at");
     assert_eq!(slid["session_id"], issued.session_id.as_str());
 
-    sleep_until(issued_at + time::Duration::milliseconds(1300)).await;
+    clock.set((issued_at + time::Duration::milliseconds(1300)).into());
     let capped: Value = app.refresh(&issued.token).await.json().await.unwrap();
     assert_eq!(utc(&capped["expires_at"]), cap, "now + ttl would pass issued_at + max_lifetime: {capped}");
     let shown: Value = app.show(&issued.token).await.json().await.unwrap();
     assert_eq!(utc(&shown["expires_at"]), cap, "GET /v1/session disagrees with the refresh: {shown}");
 
     // Past the original expiry and the first refresh's: the store honours the extension.
-    sleep_until(issued_at + time::Duration::milliseconds(2600)).await;
+    clock.set((issued_at + time::Duration::milliseconds(2600)).into());
     let response = app.verify(&issued.token).await;
     assert_eq!(response.status(), StatusCode::OK, "a refreshed session expired at its old expiry");
     app.shutdown().await;
-}
-
-async fn sleep_until(instant: OffsetDateTime) {
-    let wait = instant - OffsetDateTime::now_utc();
-    if wait.is_positive() {
-        tokio::time::sleep(wait.unsigned_abs()).await;
-    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use sidekey_tests::{SECRET_KEY_ID, TestApp, assert_problem, header, raw_http, send};
+use sidekey_tests::{IssuedToken, SECRET_KEY_ID, TestApp, assert_problem, header, raw_http, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -200,13 +200,32 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_stream_that_stalls_longer_than_the_idle_timeout_is_cut() {
+/// The fake upstream as `openai`, behind an app that cuts a stream silent for 300 ms, and a token for it.
+async fn behind_a_300_ms_idle_timeout() -> (FakeUpstream, TestApp, IssuedToken) {
     let upstream = FakeUpstream::start().await;
     let mut config = upstream_config("openai", &upstream.url(""), &[SECRET_KEY_ID]);
     config.idle_timeout_ms = 300;
     let app = app_with(vec![config]).await;
     let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    (upstream, app, issued)
+}
+
+/// Checks that `response` is a 200 whose first event arrived and whose body then failed: cut, not ended
+/// as a complete one, and not continued.
+async fn assert_cut_after_the_first_event(mut response: reqwest::Response) {
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = response.chunk().await.unwrap().expect("the first event");
+    assert!(first.starts_with(b"data: {\"index\":0}"));
+    match response.chunk().await {
+        Err(_) => {}
+        Ok(None) => panic!("the cut stream ended like a complete one"),
+        Ok(Some(chunk)) => panic!("the stalled stream went on: {chunk:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_longer_than_the_idle_timeout_is_cut() {
+    let (_upstream, app, issued) = behind_a_300_ms_idle_timeout().await;
 
     // Gaps within the idle timeout are fine...
     let response =
@@ -218,43 +237,25 @@ async fn a_stream_that_stalls_longer_than_the_idle_timeout_is_cut() {
     // (poem's server wrote the last chunk after a body error; sidekey's own server, which replaced it,
     // does not.)
     let started = Instant::now();
-    let mut response =
+    let response =
         send(app.request(Method::GET, "/v1/proxy/openai/sse?n=2&gap_ms=3000", Some(&issued.token))).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let first = response.chunk().await.unwrap().expect("the first event");
-    assert!(first.starts_with(b"data: {\"index\":0}"));
-    match response.chunk().await {
-        Err(_) => {}
-        Ok(None) => panic!("the cut stream ended like a complete one"),
-        Ok(Some(chunk)) => panic!("the stalled stream went on: {chunk:?}"),
-    }
+    assert_cut_after_the_first_event(response).await;
     assert!(started.elapsed() < Duration::from_secs(2), "cut after {:?}", started.elapsed());
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn over_http2_a_stalled_stream_is_reset_not_ended() {
-    let upstream = FakeUpstream::start().await;
-    let mut config = upstream_config("openai", &upstream.url(""), &[SECRET_KEY_ID]);
-    config.idle_timeout_ms = 300;
-    let app = app_with(vec![config]).await;
-    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    let (_upstream, app, issued) = behind_a_300_ms_idle_timeout().await;
     let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
 
-    let mut response = client
+    let response = client
         .get(app.url("/v1/proxy/openai/sse?n=2&gap_ms=3000"))
         .bearer_auth(&issued.token)
         .send()
         .await
         .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
-    assert_eq!(response.status(), StatusCode::OK);
-    let first = response.chunk().await.unwrap().expect("the first event");
-    assert!(first.starts_with(b"data: {\"index\":0}"));
-    match response.chunk().await {
-        Err(_) => {}
-        Ok(None) => panic!("the cut stream ended like a complete one"),
-        Ok(Some(chunk)) => panic!("the stalled stream went on: {chunk:?}"),
-    }
+    assert_cut_after_the_first_event(response).await;
     app.shutdown().await;
 }

@@ -360,18 +360,14 @@ pub struct UntrustedTls {
     /// Where it listens.
     pub addr: SocketAddr,
     child: std::process::Child,
-    dir: std::path::PathBuf,
+    // Last field: removed after `Drop::drop` stopped the server.
+    _dir: sidekey_test_support::TempDir,
 }
 
 impl UntrustedTls {
     /// Starts one; `None` when `openssl` is not installed (the test then says so).
     pub async fn start() -> Option<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "sidekey-tls-{}-{}",
-            std::process::id(),
-            sidekey_tests::random_hex(12)
-        ));
-        std::fs::create_dir_all(&dir).ok()?;
+        let dir = sidekey_test_support::TempDir::try_new("tls").ok()?;
         let generated = std::process::Command::new("openssl")
             .args([
                 "req",
@@ -386,9 +382,9 @@ impl UntrustedTls {
             ])
             .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
             .arg("-keyout")
-            .arg(dir.join("key.pem"))
+            .arg(dir.path().join("key.pem"))
             .arg("-out")
-            .arg(dir.join("cert.pem"))
+            .arg(dir.path().join("cert.pem"))
             .output()
             .ok()?;
         if !generated.status.success() {
@@ -399,15 +395,15 @@ impl UntrustedTls {
             .args(["s_server", "-quiet", "-www", "-accept"])
             .arg(addr.to_string())
             .arg("-cert")
-            .arg(dir.join("cert.pem"))
+            .arg(dir.path().join("cert.pem"))
             .arg("-key")
-            .arg(dir.join("key.pem"))
+            .arg(dir.path().join("key.pem"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
-        let server = Self { addr, child, dir };
+        let server = Self { addr, child, _dir: dir };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Some(server);
@@ -422,6 +418,5 @@ impl Drop for UntrustedTls {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

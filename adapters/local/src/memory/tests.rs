@@ -4,18 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sidekey_application::{Clock, Grant, Lookup, SessionStore};
+use sidekey_application::{Grant, Lookup, SessionStore};
 use sidekey_domain::{Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Token};
+use sidekey_test_support::ManualClock;
 
 use super::InMemorySessionStore;
-
-struct FixedClock(SystemTime);
-
-impl Clock for FixedClock {
-    fn now(&self) -> SystemTime {
-        self.0
-    }
-}
 
 fn at(seconds: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
@@ -35,9 +28,10 @@ fn grant(token: &Token, ttl: u64, now: SystemTime) -> Grant {
     Grant { session, secret: Arc::new(SecretValue::new("sk-test".into()).unwrap()) }
 }
 
-#[tokio::test]
+// On tokio's paused clock: the sleep below lets the purge task run to its own sleep without waiting.
+#[tokio::test(start_paused = true)]
 async fn dropping_the_store_stops_its_purge_task_and_frees_its_sessions() {
-    let clock = Arc::new(FixedClock(at(0)));
+    let clock = Arc::new(ManualClock::starting_at(at(0)));
     let (store, task) = InMemorySessionStore::start(clock.clone());
     let token = Token::generate().unwrap();
     let grant = grant(&token, 60, at(0));
@@ -56,7 +50,7 @@ async fn dropping_the_store_stops_its_purge_task_and_frees_its_sessions() {
 
 #[tokio::test]
 async fn a_refreshed_session_is_not_purged_at_its_old_expiry() {
-    let clock = Arc::new(FixedClock(at(100)));
+    let clock = Arc::new(ManualClock::starting_at(at(100)));
     let store = InMemorySessionStore::new(clock.clone());
     let token = Token::generate().unwrap();
     store.insert(&token.keys(), grant(&token, 60, at(50))).await.unwrap(); // due at 110
@@ -79,7 +73,7 @@ fn a_table_slot_is_48_bytes() {
 
 #[tokio::test]
 async fn a_session_whose_id_is_not_its_tokens_is_refused() {
-    let store = InMemorySessionStore::new(Arc::new(FixedClock(at(0))));
+    let store = InMemorySessionStore::new(Arc::new(ManualClock::starting_at(at(0))));
     let (token, other) = (Token::generate().unwrap(), Token::generate().unwrap());
     let error = store.insert(&token.keys(), grant(&other, 60, at(0))).await.unwrap_err();
     assert!(matches!(error, sidekey_application::StoreError::Unavailable(_)), "{error:?}");
@@ -88,7 +82,7 @@ async fn a_session_whose_id_is_not_its_tokens_is_refused() {
 
 #[tokio::test]
 async fn a_session_is_found_by_id_without_a_scan_or_an_index() {
-    let store = InMemorySessionStore::new(Arc::new(FixedClock(at(0))));
+    let store = InMemorySessionStore::new(Arc::new(ManualClock::starting_at(at(0))));
     let tokens: Vec<Token> = (0..3).map(|_| Token::generate().unwrap()).collect();
     for token in &tokens {
         store.insert(&token.keys(), grant(token, 60, at(0))).await.unwrap();
@@ -101,7 +95,7 @@ async fn a_session_is_found_by_id_without_a_scan_or_an_index() {
 
 #[tokio::test]
 async fn sessions_of_one_key_and_subject_share_one_copy_of_the_real_key() {
-    let store = InMemorySessionStore::new(Arc::new(FixedClock(at(0))));
+    let store = InMemorySessionStore::new(Arc::new(ManualClock::starting_at(at(0))));
     let (first, second) = (Token::generate().unwrap(), Token::generate().unwrap());
     // Two fetches of the same key: equal values in different allocations.
     store.insert(&first.keys(), grant(&first, 60, at(0))).await.unwrap();
@@ -130,7 +124,7 @@ async fn sessions_of_one_key_and_subject_share_one_copy_of_the_real_key() {
 async fn a_session_past_its_expiry_but_not_yet_purged_is_no_longer_acted_on() {
     use sidekey_application::{RevocationTarget, SessionFilter};
 
-    let store = InMemorySessionStore::new(Arc::new(FixedClock(at(100))));
+    let store = InMemorySessionStore::new(Arc::new(ManualClock::starting_at(at(100))));
     let token = Token::generate().unwrap();
     let digest = token.digest();
     let grant = grant(&token, 60, at(0)); // expired at 60
