@@ -8,15 +8,20 @@
 //! - [`assert_problem`], [`assert_invalid_token`], [`assert_missing_token`]: the contract's error shapes.
 //! - [`raw_http`]: one request written byte for byte over TCP, for what reqwest cannot send (a chunked
 //!   body without the `stream` feature).
+//! - [`spawn_app_on`]: [`spawn_app_with`] on a clock the test moves (e.g. past midnight UTC).
+//! - [`redis_url`], [`RedisPrefix`]: the Redis that tests of several instances share, and one test's
+//!   key prefix there, deleted when the test ends.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sidekey::config::Secret;
 use sidekey::{Config, RunningServer};
+use sidekey_application::Clock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -97,6 +102,19 @@ pub async fn spawn_app() -> TestApp {
 /// # Panics
 /// When the server does not start.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(None, tweak).await
+}
+
+/// [`spawn_app_with`], with time from `clock` (sessions, limits and budgets alike): a test that must
+/// cross a window boundary moves the clock instead of sleeping.
+///
+/// # Panics
+/// When the server does not start.
+pub async fn spawn_app_on(clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(Some(clock), tweak).await
+}
+
+async fn spawn(clock: Option<Arc<dyn Clock>>, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let secrets_dir =
         std::env::temp_dir().join(format!("sidekey-e2e-{}-{}", std::process::id(), random_hex(16)));
     std::fs::create_dir_all(&secrets_dir).expect("create the secret directory");
@@ -111,7 +129,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
 
     let metrics = sidekey::telemetry::install_metrics();
-    let server = sidekey::spawn(&config, Some(metrics)).await.expect("the server starts");
+    let server = match clock {
+        None => sidekey::spawn(&config, Some(metrics)).await,
+        Some(clock) => sidekey::spawn_on(&config, Some(metrics), clock).await,
+    }
+    .expect("the server starts");
     let client =
         reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
     TestApp {
@@ -391,5 +413,68 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
 
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
+    }
+}
+
+/// The Redis that tests of several instances share (`REDIS_URL`, default `redis://127.0.0.1:6379`), or
+/// `None` with the reason printed when it is not reachable outside CI.
+///
+/// # Panics
+/// Under `CI=true` when Redis is not reachable: there a skipped test would hide a broken setup.
+pub async fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let reachable = async {
+        let client = redis::Client::open(url.as_str()).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
+        Ok(Some(_)) => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!("Redis is not reachable at {url} (CI=true)"),
+        _ => {
+            eprintln!("skipped: Redis is not reachable at {url} (set REDIS_URL, or start redis-server)");
+            None
+        }
+    }
+}
+
+/// One test's key prefix in a shared Redis (`sidekey-e2e-` and random hex). Every key whose name holds
+/// it is deleted when this is dropped, also when the test panics halfway.
+pub struct RedisPrefix {
+    url: String,
+    prefix: String,
+}
+
+impl RedisPrefix {
+    /// A fresh prefix in the Redis at `url`.
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), prefix: format!("sidekey-e2e-{}", random_hex(12)) }
+    }
+
+    /// The Redis URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The prefix, for `store.prefix`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        // Blocking calls, since a drop cannot await: a few milliseconds once per test. Best effort: the
+        // keys expire by themselves anyway, and a failed cleanup must not hide the test's own verdict.
+        use redis::Commands as _;
+        let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else { return };
+        let keys: Vec<String> = match connection.scan_match(format!("*{}*", self.prefix)) {
+            Ok(keys) => keys.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = connection.del(keys);
+        }
     }
 }

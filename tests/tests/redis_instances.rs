@@ -5,71 +5,41 @@
 
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sidekey_tests::{OTHER_SECRET_KEY_ID, SECRET_KEY_ID, TestApp, random_hex, send, spawn_app_with};
+use sidekey_tests::{
+    OTHER_SECRET_KEY_ID, RedisPrefix, SECRET_KEY_ID, TestApp, redis_url, send, spawn_app_with,
+};
 
 /// The contract's bound on cross-instance revocation.
 const REVOCATION_BOUND: Duration = Duration::from_millis(100);
-
-/// Redis for these tests, or `None` (with the reason printed) when it is absent outside CI.
-async fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let reachable = async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(2), reachable).await {
-        Ok(Some(_)) => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("Redis is not reachable at {url} (CI=true)"),
-        _ => {
-            eprintln!("skipped: Redis is not reachable at {url} (set REDIS_URL, or start redis-server)");
-            None
-        }
-    }
-}
 
 /// Two instances on one Redis under one fresh prefix.
 struct Pair {
     a: TestApp,
     b: TestApp,
-    url: String,
-    prefix: String,
+    /// Declared last, so dropped last: the keys go once both instances have stopped.
+    prefix: RedisPrefix,
 }
 
 impl Pair {
     async fn start() -> Option<Self> {
-        let url = redis_url().await?;
-        let prefix = format!("sidekey-e2e-{}", random_hex(12));
+        let prefix = RedisPrefix::new(&redis_url().await?);
         let on_redis = |config: &mut sidekey::Config| {
-            config.store.url = url.parse().unwrap();
-            config.store.prefix = prefix.clone();
+            config.store.url = prefix.url().parse().unwrap();
+            config.store.prefix = prefix.prefix().to_owned();
         };
         let a = spawn_app_with(on_redis).await;
         let b = spawn_app_with(on_redis).await;
-        Some(Self { a, b, url, prefix })
+        Some(Self { a, b, prefix })
     }
 
-    /// Stops both instances and deletes every key under the prefix.
+    /// Stops both instances, then deletes every key under the prefix.
     async fn finish(self) {
-        self.a.shutdown().await;
-        self.b.shutdown().await;
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> =
-                connection.scan_match(format!("*{}*", self.prefix)).await.unwrap();
-            let mut keys = Vec::new();
-            while let Some(key) = iter.next_item().await {
-                keys.push(key.unwrap());
-            }
-            keys
-        };
-        if !keys.is_empty() {
-            let _: () = connection.del(keys).await.unwrap();
-        }
+        let Self { a, b, prefix } = self;
+        a.shutdown().await;
+        b.shutdown().await;
+        drop(prefix);
     }
 }
 
