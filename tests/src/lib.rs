@@ -9,6 +9,9 @@
 //! - [`assert_problem`], [`assert_invalid_token`], [`assert_missing_token`]: the contract's error shapes.
 //! - [`raw_http`]: one request written byte for byte over TCP, for what reqwest cannot send (a chunked
 //!   body without the `stream` feature).
+//! - [`spawn_app_on`]: [`spawn_app_with`] on a clock the test moves (e.g. past midnight UTC).
+//! - [`redis_url`], [`RedisPrefix`]: the Redis that tests of several instances share, and one test's
+//!   key prefix there, deleted when the test ends.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,6 +24,7 @@ use sidekey::config::Secret;
 use sidekey::{Config, RunningServer};
 use sidekey_application::Clock;
 use sidekey_local::SystemClock;
+pub use sidekey_test_support::redis_url;
 use sidekey_test_support::{TempDir, random_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -391,5 +395,46 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
 
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
+    }
+}
+
+/// One test's key prefix in a shared Redis (`sidekey-e2e-` and random hex). Every key whose name holds
+/// it is deleted when this is dropped, also when the test panics halfway.
+pub struct RedisPrefix {
+    url: String,
+    prefix: String,
+}
+
+impl RedisPrefix {
+    /// A fresh prefix in the Redis at `url`.
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), prefix: format!("sidekey-e2e-{}", random_hex(12)) }
+    }
+
+    /// The Redis URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The prefix, for `store.prefix`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        // Blocking calls, since a drop cannot await: a few milliseconds once per test. Best effort: the
+        // keys expire by themselves anyway, and a failed cleanup must not hide the test's own verdict.
+        use redis::Commands as _;
+        let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else { return };
+        let keys: Vec<String> = match connection.scan_match(format!("*{}*", self.prefix)) {
+            Ok(keys) => keys.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = connection.del(keys);
+        }
     }
 }

@@ -187,7 +187,7 @@ async fn dot_segments_cannot_climb_out_of_the_base_path() {
         );
         let response = sidekey_tests::raw_http(app.addr, request.as_bytes()).await;
         assert_eq!(response.status, 400, "{path}: {}", String::from_utf8_lossy(&response.body));
-        assert_eq!(response.json()["code"], "invalid_request");
+        assert_eq!(response.json()["code"], "invalid_path");
     }
     assert!(upstream.seen().is_empty());
     app.shutdown().await;

@@ -11,17 +11,27 @@
 //! - `cors`: preflight and denial for browser origins.
 //! - `logs`: no key and no token in any log line of a proxied request.
 //! - `sdk`: the OpenAI Python SDK, unchanged, through the proxy (when `openai` is installed).
+//! - `scope`: scoped sessions: path tricks, routes, models, origins, request budgets and rates, the
+//!   output ceiling clamped in the body, issuance within the configuration, one budget on two instances.
+//! - `metering`: token usage settled from the three answer formats, plain, streamed and cut; the
+//!   `include_usage` chunk sidekey asked for and strips; budgets across instances and per subject per UTC
+//!   day.
+//! - `instances`: two instances on one Redis (skipped without it, except under CI).
 
 mod cors;
 mod failures;
 mod forwarding;
+mod instances;
 mod logs;
+mod metering;
+mod scope;
 mod sdk;
 mod streaming;
 mod upstream;
 
+use serde_json::Value;
 use sidekey_http::UpstreamSettings;
-use sidekey_tests::{TestApp, spawn_app_with};
+use sidekey_tests::{TestApp, assert_problem, spawn_app_with};
 
 /// An upstream named `name` at `base_url` allowing `allowed`, every other setting at its default.
 fn upstream_config(name: &str, base_url: &str, allowed: &[&str]) -> UpstreamSettings {
@@ -34,4 +44,14 @@ fn upstream_config(name: &str, base_url: &str, allowed: &[&str]) -> UpstreamSett
 /// A sidekey with these upstreams (and the test defaults: file secrets, an admin token).
 async fn app_with(upstreams: Vec<UpstreamSettings>) -> TestApp {
     spawn_app_with(|config| config.upstreams = upstreams).await
+}
+
+/// Checks a refusal sidekey itself answered on a proxy route: the problem document with its status and
+/// code, and the `error` member the OpenAI and Anthropic SDKs read, saying the same.
+async fn assert_refused(response: reqwest::Response, status: u16, code: &str) -> Value {
+    let body = assert_problem(response, status, code).await;
+    assert_eq!(body["error"]["code"], code, "the SDK member's code: {body}");
+    assert_eq!(body["error"]["type"], code, "the SDK member's type: {body}");
+    assert_eq!(body["error"]["message"], body["detail"], "the SDK member's message: {body}");
+    body
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sidekey_tests::SECRET_KEY_ID;
 
-use super::upstream::FakeUpstream;
+use super::upstream::{CHAT_USAGE, FakeUpstream};
 use super::{app_with, upstream_config};
 
 /// The client: one plain completion, then a streamed one whose deltas it times.
@@ -34,7 +34,7 @@ print(json.dumps({"plain": plain.choices[0].message.content, "usage": plain.usag
 "#;
 
 /// Runs `python3 ARGS…` off the runtime's thread (the server under test runs on it) and collects its output.
-async fn python(args: Vec<String>) -> std::io::Result<Output> {
+pub(super) async fn python(args: Vec<String>) -> std::io::Result<Output> {
     tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args(args)
@@ -47,7 +47,7 @@ async fn python(args: Vec<String>) -> std::io::Result<Output> {
     .expect("the python task ran")
 }
 
-async fn sdk_available() -> bool {
+pub(super) async fn sdk_available() -> bool {
     let probe = python(vec!["-c".to_owned(), "import openai".to_owned()]).await;
     probe.is_ok_and(|output| output.status.success())
 }
@@ -77,7 +77,7 @@ async fn the_openai_python_sdk_works_unchanged_through_the_proxy_plain_and_strea
     let result: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{stderr}"));
 
     assert_eq!(result["plain"], "Hello, world!");
-    assert_eq!(result["usage"], 6);
+    assert_eq!(result["usage"], CHAT_USAGE.input + CHAT_USAGE.output);
     assert_eq!(result["deltas"], serde_json::json!(["Hello", ", ", "world!"]));
     // The deltas reached the SDK as the upstream sent them, 200 ms apart, not all at the end.
     let arrivals: Vec<f64> = serde_json::from_value(result["arrivals"].clone()).unwrap();

@@ -7,10 +7,22 @@
 //! - `…/sleep?ms=MS`: waits `MS` before its headers;
 //! - `…/status/CODE`: answers `CODE` with a JSON body of its own;
 //! - `…/big?len=N`: answers `N` bytes of [`patterned`] data, streamed in 64 KiB chunks;
-//! - `…/chat/completions`: an OpenAI-compatible chat completion, whole, or with `"stream": true` as three
-//!   `chat.completion.chunk` events 200 ms apart and `data: [DONE]`;
+//! - `POST …/chat/completions`: an OpenAI-compatible chat completion, whole, or with `"stream": true` as three
+//!   `chat.completion.chunk` events `gap_ms` apart (default 200), a finishing chunk and `data: [DONE]`;
+//!   with `stream_options.include_usage` every chunk carries `"usage": null` and a usage-only chunk
+//!   (`"choices": []`) comes before `[DONE]`, as OpenAI's API does;
+//! - `POST …/responses`: an OpenAI Responses answer, whole or streamed (`response.created`, text deltas,
+//!   `response.completed` with the usage);
+//! - `POST …/v1/messages`: an Anthropic Messages answer, whole or streamed (`message_start` with the input
+//!   usage, text deltas, `message_delta` with the output usage, `message_stop`);
+//! - the three LLM answers report known usage ([`CHAT_USAGE`], [`RESPONSES_USAGE`], [`ANTHROPIC_USAGE`]),
+//!   or `?input_tokens=N&output_tokens=M`; `?cut_after=N` breaks a stream off after `N` events (the
+//!   connection is dropped without the stream's end); every streamed answer's bytes are recorded as sent
+//!   ([`FakeUpstream::streamed`]);
 //! - `…/upload`: reads the body chunk by chunk, says when the first chunk arrived
 //!   ([`FakeUpstream::first_chunk`]), and answers `{"len": …}`;
+//! - `?hold=1` on any path but `…/upload`: the request is recorded, then its answer waits until
+//!   [`FakeUpstream::release`];
 //! - anything else: reads the whole body and answers 200 `{"ok": true}` with headers a proxy must filter.
 //!
 //! Plus two stand-ins for a broken upstream: [`closed_port`] (nothing listens: refused) and
@@ -67,8 +79,12 @@ impl Seen {
 struct State {
     seen: Mutex<Vec<Seen>>,
     sse_sent: Mutex<Vec<Instant>>,
+    /// The bytes of each streamed LLM answer, as sent, in the order the streams started.
+    streamed: Mutex<Vec<Vec<u8>>>,
     stream_dropped: watch::Sender<Option<Instant>>,
     first_chunk: watch::Sender<Option<Instant>>,
+    /// Whether requests with `?hold=1` may be answered.
+    released: watch::Sender<bool>,
 }
 
 /// A running fake upstream.
@@ -113,6 +129,16 @@ impl FakeUpstream {
     /// When each server-sent event left the upstream.
     pub fn sse_sent(&self) -> Vec<Instant> {
         self.state.sse_sent.lock().unwrap().clone()
+    }
+
+    /// Lets every request held by `?hold=1` (now and later) be answered.
+    pub fn release(&self) {
+        self.state.released.send_replace(true);
+    }
+
+    /// The bytes of every streamed LLM answer so far, each exactly as it left the upstream.
+    pub fn streamed(&self) -> Vec<Vec<u8>> {
+        self.state.streamed.lock().unwrap().clone()
     }
 
     /// When the `/forever` stream was dropped, waiting at most `within` for it.
@@ -202,7 +228,13 @@ impl Endpoint for FakeEndpoint {
         }
 
         seen.body = request.take_body().into_vec().await.unwrap_or_default();
+        let body = seen.body.clone();
         state.seen.lock().unwrap().push(seen);
+        if query_number(&request, "hold", 0) == 1 {
+            // Recorded, then held: the test decides when the answer may start.
+            let mut released = state.released.subscribe();
+            let _ = released.wait_for(|released| *released).await;
+        }
 
         if path.ends_with("/sse") {
             let count = query_number(&request, "n", 3);
@@ -234,10 +266,10 @@ impl Endpoint for FakeEndpoint {
             });
             return Ok(event_stream(Body::from_bytes_stream(events)));
         }
-        if path.ends_with("/chat/completions") {
-            let request: serde_json::Value =
-                serde_json::from_slice(&state.seen.lock().unwrap().last().unwrap().body).unwrap_or_default();
-            return Ok(chat_completion(&state, request["stream"].as_bool().unwrap_or(false)));
+        // Only a POST generates: a GET of the same path lists or retrieves (and reports no usage).
+        if let Some(api) = Api::of(&path).filter(|_| request.method() == poem::http::Method::POST) {
+            let asked = Asked::of(&request, &body, api);
+            return Ok(asked.answer(&state));
         }
         if path.ends_with("/big") {
             let body = patterned(usize::try_from(query_number(&request, "len", 0)).unwrap());
@@ -271,44 +303,328 @@ impl Endpoint for FakeEndpoint {
     }
 }
 
-/// An OpenAI-compatible chat completion answering "Hello, world!", whole or streamed.
-fn chat_completion(state: &Arc<State>, stream: bool) -> Response {
-    if !stream {
-        let body = serde_json::json!({
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake-model",
-            "choices": [{ "index": 0, "finish_reason": "stop",
-                          "message": { "role": "assistant", "content": "Hello, world!" } }],
-            "usage": { "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6 },
-        });
-        return Response::builder().content_type("application/json").body(body.to_string());
+/// Token usage an answer reports, as sidekey should meter it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    /// All billed input tokens.
+    pub input: u64,
+    /// All output tokens.
+    pub output: u64,
+}
+
+/// What a chat completion reports by default (`prompt_tokens`, `completion_tokens`).
+pub const CHAT_USAGE: Reported = Reported { input: 17, output: 5 };
+/// What a Responses answer reports by default.
+pub const RESPONSES_USAGE: Reported = Reported { input: 23, output: 9 };
+/// What an Anthropic message reports by default: 31 uncached input tokens, [`ANTHROPIC_CACHE_WRITE`]
+/// written to and [`ANTHROPIC_CACHE_READ`] read from the cache (all three billed input), 11 output.
+pub const ANTHROPIC_USAGE: Reported = Reported { input: 37, output: 11 };
+/// Input tokens an Anthropic answer reports as written to the cache.
+const ANTHROPIC_CACHE_WRITE: u64 = 2;
+/// Input tokens an Anthropic answer reports as read from the cache.
+const ANTHROPIC_CACHE_READ: u64 = 4;
+/// The output count of an Anthropic stream's `message_start`, before any text (as the API sends it).
+pub const ANTHROPIC_START_OUTPUT: u64 = 1;
+
+/// The text every LLM answer carries, in the pieces its streams send.
+const PIECES: [&str; 3] = ["Hello", ", ", "world!"];
+
+/// The LLM APIs the fake upstream answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Chat,
+    Responses,
+    AnthropicMessages,
+}
+
+impl Api {
+    fn of(path: &str) -> Option<Self> {
+        if path.ends_with("/chat/completions") {
+            Some(Self::Chat)
+        } else if path.ends_with("/responses") {
+            Some(Self::Responses)
+        } else if path.ends_with("/v1/messages") {
+            Some(Self::AnthropicMessages)
+        } else {
+            None
+        }
     }
+
+    fn default_usage(self) -> Reported {
+        match self {
+            Self::Chat => CHAT_USAGE,
+            Self::Responses => RESPONSES_USAGE,
+            Self::AnthropicMessages => ANTHROPIC_USAGE,
+        }
+    }
+}
+
+/// One LLM request as the fake upstream reads it.
+struct Asked {
+    api: Api,
+    model: String,
+    stream: bool,
+    include_usage: bool,
+    usage: Reported,
+    gap: Duration,
+    cut_after: Option<usize>,
+}
+
+impl Asked {
+    fn of(request: &Request, body: &[u8], api: Api) -> Self {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let default = api.default_usage();
+        Self {
+            api,
+            model: json["model"].as_str().unwrap_or("fake-model").to_owned(),
+            stream: json["stream"].as_bool().unwrap_or(false),
+            include_usage: json["stream_options"]["include_usage"].as_bool().unwrap_or(false),
+            usage: Reported {
+                input: query_number(request, "input_tokens", default.input),
+                output: query_number(request, "output_tokens", default.output),
+            },
+            gap: Duration::from_millis(query_number(request, "gap_ms", 200)),
+            cut_after: usize::try_from(query_number(request, "cut_after", u64::MAX)).ok(),
+        }
+    }
+
+    fn answer(&self, state: &Arc<State>) -> Response {
+        if !self.stream {
+            let body = match self.api {
+                Api::Chat => self.chat_json(),
+                Api::Responses => self.responses_json(),
+                Api::AnthropicMessages => self.anthropic_json(),
+            };
+            return Response::builder().content_type("application/json").body(body.to_string());
+        }
+        let events = match self.api {
+            Api::Chat => self.chat_events(),
+            Api::Responses => self.responses_events(),
+            Api::AnthropicMessages => self.anthropic_events(),
+        };
+        scripted_stream(state, events, self.gap, self.cut_after)
+    }
+
+    fn chat_usage(&self) -> serde_json::Value {
+        let Reported { input, output } = self.usage;
+        serde_json::json!({ "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output })
+    }
+
+    fn chat_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": self.model,
+            "choices": [{ "index": 0, "finish_reason": "stop",
+                          "message": { "role": "assistant", "content": PIECES.concat() } }],
+            "usage": self.chat_usage(),
+        })
+    }
+
+    /// The chunks, each a whole event: one per piece, a finishing one, the usage-only chunk when asked
+    /// for, and `[DONE]`.
+    fn chat_events(&self) -> Vec<Event> {
+        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+            let mut chunk = serde_json::json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": self.model,
+                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+            });
+            if self.include_usage {
+                chunk["usage"] = serde_json::Value::Null;
+            }
+            chunk
+        };
+        let mut events: Vec<Event> = PIECES
+            .iter()
+            .map(|piece| {
+                Event::piece(format!("data: {}\n\n", chunk(serde_json::json!({ "content": piece }), None)))
+            })
+            .collect();
+        events.push(Event::other(format!("data: {}\n\n", chunk(serde_json::json!({}), Some("stop")))));
+        if self.include_usage {
+            let usage = serde_json::json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": self.model,
+                "choices": [], "usage": self.chat_usage(),
+            });
+            events.push(Event::other(format!("data: {usage}\n\n")));
+        }
+        events.push(Event::other("data: [DONE]\n\n".to_owned()));
+        events
+    }
+
+    fn response(&self, status: &str, usage: serde_json::Value) -> serde_json::Value {
+        let output = if status == "completed" {
+            serde_json::json!([{
+                "type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                "content": [{ "type": "output_text", "text": PIECES.concat(), "annotations": [] }],
+            }])
+        } else {
+            serde_json::json!([])
+        };
+        serde_json::json!({
+            "id": "resp_fake", "object": "response", "created_at": 0, "status": status,
+            "model": self.model, "output": output, "usage": usage,
+        })
+    }
+
+    fn responses_usage(&self) -> serde_json::Value {
+        let Reported { input, output } = self.usage;
+        serde_json::json!({
+            "input_tokens": input, "input_tokens_details": { "cached_tokens": 0 },
+            "output_tokens": output, "output_tokens_details": { "reasoning_tokens": 0 },
+            "total_tokens": input + output,
+        })
+    }
+
+    fn responses_json(&self) -> serde_json::Value {
+        self.response("completed", self.responses_usage())
+    }
+
+    fn responses_events(&self) -> Vec<Event> {
+        let event = |kind: &str, data: serde_json::Value| format!("event: {kind}\ndata: {data}\n\n");
+        let mut events = vec![Event::other(event(
+            "response.created",
+            serde_json::json!({ "type": "response.created", "sequence_number": 0,
+                                "response": self.response("in_progress", serde_json::Value::Null) }),
+        ))];
+        for (index, piece) in PIECES.iter().enumerate() {
+            events.push(Event::piece(event(
+                "response.output_text.delta",
+                serde_json::json!({ "type": "response.output_text.delta", "sequence_number": index + 1,
+                                    "item_id": "msg_fake", "output_index": 0, "content_index": 0,
+                                    "delta": piece }),
+            )));
+        }
+        events.push(Event::other(event(
+            "response.completed",
+            serde_json::json!({ "type": "response.completed", "sequence_number": PIECES.len() + 1,
+                                "response": self.responses_json() }),
+        )));
+        events
+    }
+
+    /// The input split as Anthropic reports it: uncached, cache writes, cache reads.
+    fn anthropic_input(&self) -> (u64, u64, u64) {
+        let write = ANTHROPIC_CACHE_WRITE.min(self.usage.input);
+        let read = ANTHROPIC_CACHE_READ.min(self.usage.input - write);
+        (self.usage.input - write - read, write, read)
+    }
+
+    fn anthropic_usage(&self, output: u64) -> serde_json::Value {
+        let (uncached, write, read) = self.anthropic_input();
+        serde_json::json!({
+            "input_tokens": uncached, "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read, "output_tokens": output,
+        })
+    }
+
+    fn anthropic_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": self.model,
+            "content": [{ "type": "text", "text": PIECES.concat() }],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": self.anthropic_usage(self.usage.output),
+        })
+    }
+
+    fn anthropic_events(&self) -> Vec<Event> {
+        let event = |kind: &str, data: serde_json::Value| format!("event: {kind}\ndata: {data}\n\n");
+        let start = serde_json::json!({
+            "type": "message_start",
+            "message": { "id": "msg_fake", "type": "message", "role": "assistant", "model": self.model,
+                         "content": [], "stop_reason": null, "stop_sequence": null,
+                         "usage": self.anthropic_usage(ANTHROPIC_START_OUTPUT) },
+        });
+        let mut events = vec![
+            Event::other(event("message_start", start)),
+            Event::other(event(
+                "content_block_start",
+                serde_json::json!({ "type": "content_block_start", "index": 0,
+                                    "content_block": { "type": "text", "text": "" } }),
+            )),
+            Event::other(event("ping", serde_json::json!({ "type": "ping" }))),
+        ];
+        for piece in PIECES {
+            events.push(Event::piece(event(
+                "content_block_delta",
+                serde_json::json!({ "type": "content_block_delta", "index": 0,
+                                    "delta": { "type": "text_delta", "text": piece } }),
+            )));
+        }
+        events.push(Event::other(event(
+            "content_block_stop",
+            serde_json::json!({ "type": "content_block_stop", "index": 0 }),
+        )));
+        events.push(Event::other(event(
+            "message_delta",
+            serde_json::json!({ "type": "message_delta",
+                                "delta": { "stop_reason": "end_turn", "stop_sequence": null },
+                                "usage": { "output_tokens": self.usage.output } }),
+        )));
+        events.push(Event::other(event("message_stop", serde_json::json!({ "type": "message_stop" }))));
+        events
+    }
+}
+
+/// One whole server-sent event of a scripted stream.
+#[derive(Clone)]
+struct Event {
+    text: String,
+    /// A piece of the generated text: its emission time is recorded ([`FakeUpstream::sse_sent`]) and the
+    /// stream waits `gap_ms` before it (but the first).
+    piece: bool,
+}
+
+impl Event {
+    fn piece(text: String) -> Self {
+        Self { text, piece: true }
+    }
+
+    fn other(text: String) -> Self {
+        Self { text, piece: false }
+    }
+}
+
+/// Streams `events`, waiting `gap` before every text piece but the first, and recording the bytes as
+/// they leave. With `cut_after`, the answer declares the whole stream's `Content-Length` but ends after
+/// that many events: the server then closes the connection short of the length, as an upstream that
+/// crashes mid-answer. (A failing chunked body would not do: poem's server ends it with the last chunk,
+/// which makes a cut stream look complete.)
+fn scripted_stream(
+    state: &Arc<State>,
+    events: Vec<Event>,
+    gap: Duration,
+    cut_after: Option<usize>,
+) -> Response {
+    let whole_length: usize = events.iter().map(|event| event.text.len()).sum();
+    let index = {
+        let mut streamed = state.streamed.lock().unwrap();
+        streamed.push(Vec::new());
+        streamed.len() - 1
+    };
     let state = state.clone();
-    let pieces = ["Hello", ", ", "world!"];
-    let events = futures_util::stream::unfold(0usize, move |index| {
-        let state = state.clone();
+    let events = Arc::new(events);
+    let stream = futures_util::stream::unfold((0usize, false), move |(position, first_piece_sent)| {
+        let (state, events) = (state.clone(), events.clone());
         async move {
-            if index > pieces.len() {
+            if cut_after.is_some_and(|cut| position >= cut) {
                 return None;
             }
-            if index > 0 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            let event = events.get(position)?;
+            if event.piece && first_piece_sent {
+                tokio::time::sleep(gap).await;
             }
-            let event = match pieces.get(index) {
-                Some(piece) => {
-                    state.sse_sent.lock().unwrap().push(Instant::now());
-                    let chunk = serde_json::json!({
-                        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                        "model": "fake-model",
-                        "choices": [{ "index": 0, "delta": { "content": piece }, "finish_reason": null }],
-                    });
-                    format!("data: {chunk}\n\n")
-                }
-                None => "data: [DONE]\n\n".to_owned(),
-            };
-            Some((Ok::<_, std::io::Error>(Bytes::from(event)), index + 1))
+            if event.piece {
+                state.sse_sent.lock().unwrap().push(Instant::now());
+            }
+            state.streamed.lock().unwrap()[index].extend_from_slice(event.text.as_bytes());
+            let bytes = Bytes::from(event.text.clone());
+            Some((Ok::<_, std::io::Error>(bytes), (position + 1, first_piece_sent || event.piece)))
         }
     });
-    event_stream(Body::from_bytes_stream(events))
+    let mut response = event_stream(Body::from_bytes_stream(stream));
+    if cut_after.is_some() {
+        response.headers_mut().insert("content-length", whole_length.into());
+    }
+    response
 }
 
 /// A body no compressor or chunk boundary could fake: every byte depends on its position.

@@ -72,6 +72,7 @@ impl Fixture {
             cors: CorsSettings::default(),
             callers: None,
             metering: Arc::new(Metering::new(ledger, clock, Budgets::default())),
+            issue_rate: None,
         });
         let settings = HttpSettings {
             failure_quota: Some(quota),

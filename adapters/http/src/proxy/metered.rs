@@ -126,6 +126,21 @@ impl MeteredBody {
     }
 }
 
+impl MeteredBody {
+    /// The upstream's body has ended whole: reads what the meter was waiting on, settles, and returns
+    /// `forward` followed by any bytes the meter still held.
+    fn end(&mut self, forward: Bytes) -> Bytes {
+        self.ended = true;
+        let rest = self.meter.finish();
+        self.settlement.settle(&self.meter);
+        match (forward.is_empty(), rest.is_empty()) {
+            (_, true) => forward,
+            (true, false) => rest,
+            (false, false) => [forward, rest].concat().into(),
+        }
+    }
+}
+
 impl Body for MeteredBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -142,10 +157,19 @@ impl Body for MeteredBody {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        let forward = this.meter.feed(data);
+                        let mut forward = this.meter.feed(data);
+                        // A body of declared length is complete with its last byte, and a server that
+                        // has written that many bytes stops polling: the end must be seen here, or the
+                        // answer would be settled unread when it is dropped.
+                        if this.inner.is_end_stream() {
+                            forward = this.end(forward);
+                        }
                         // A chunk that was only the stripped usage event leaves nothing to send.
                         if !forward.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(forward))));
+                        }
+                        if this.ended {
+                            return Poll::Ready(None);
                         }
                     }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
@@ -156,9 +180,7 @@ impl Body for MeteredBody {
                     return Poll::Ready(Some(Err(error)));
                 }
                 Poll::Ready(None) => {
-                    this.ended = true;
-                    let rest = this.meter.finish();
-                    this.settlement.settle(&this.meter);
+                    let rest = this.end(Bytes::new());
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
                 Poll::Pending => return Poll::Pending,

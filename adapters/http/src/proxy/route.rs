@@ -210,7 +210,9 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
     let model_rule = upstream.policy().restricts_models(scope);
     let clamp = session.limits().max_output_tokens_per_request();
     let meters_tokens = state.metering.meters_tokens(session);
-    let endpoint = ApiEndpoint::of(path.as_str(), upstream.usage_format());
+    let generates = generates(&method);
+    let endpoint =
+        if generates { ApiEndpoint::of(path.as_str(), upstream.usage_format()) } else { ApiEndpoint::Other };
     let query = request.uri().query().map(str::to_owned);
     if model_rule {
         for model in query.as_deref().map(models_from_query).unwrap_or_default() {
@@ -269,8 +271,12 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
     };
 
     // Rate and budgets last, so that a refusal above never counts.
-    let reserved =
-        Reserved { input: input_estimate, output: clamp.map_or(upstream.reserve_tokens(), u64::from) };
+    let reserved = if generates {
+        Reserved { input: input_estimate, output: clamp.map_or(upstream.reserve_tokens(), u64::from) }
+    } else {
+        // Nothing is generated, so nothing is held, and the settlement of "nothing read" is nothing.
+        Reserved { input: 0, output: 0 }
+    };
     let admitted =
         state.metering.admit(session, reserved.input.saturating_add(reserved.output)).await.map_err(
             |error| {
@@ -412,6 +418,14 @@ struct Metered {
     remaining: Remaining,
     endpoint: ApiEndpoint,
     strip: bool,
+}
+
+/// Whether a request of `method` can make an upstream generate tokens. GET, HEAD, OPTIONS and DELETE
+/// read or remove what exists (a model list, a stored completion or response, a file): they are counted
+/// as requests, but reserve no tokens and are settled with none. (`GET /v1/chat/completions` lists
+/// stored completions: classified by its path alone it would be charged a whole reservation.)
+fn generates(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE)
 }
 
 fn check_model(upstream: &Upstream, grant: &Grant, model: &str) -> Result<(), ApiError> {
