@@ -339,7 +339,11 @@ async fn authenticate_caller(
     request: &poem::Request,
 ) -> Result<AuthenticatedCaller, ApiError> {
     let credential = caller_credential(request);
-    let client = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
+    // The address the failure limits count, so the audit names the client behind a trusted proxy.
+    let peer = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
+    let client = request
+        .data::<crate::HttpSettings>()
+        .map_or(peer, |settings| settings.proxy_trust.client_address(request.headers(), peer));
     Ok(callers.authenticate(credential.as_ref(), client).await?)
 }
 
