@@ -8,7 +8,7 @@
 #
 # sidekey (release, one tokio worker) is pinned to core 0; both wrk processes run on core 1. The valid
 # client uses 8 connections; the flood 64, alternating an unknown token (401) and a 64 KiB body (413).
-# Client addresses come from `X-Forwarded-For` (http.client_address_header), so one machine plays both.
+# Client addresses come from `X-Forwarded-For` (loopback is a trusted proxy), so one machine plays both.
 #
 # Needs: wrk (Debian package, installed if missing), python3.
 set -euo pipefail
@@ -40,7 +40,7 @@ printf '%-34s %12s %9s %9s %8s\n' "valid verify (8 conns)" req/s p50_ms p99_ms n
 for rate in 20 0; do
   cat >"$work/sidekey.toml" <<TOML
 [http]
-client_address_header = "x-forwarded-for"
+trusted_proxies = ["127.0.0.1/32"]
 failed_requests_per_second = $rate
 TOML
   SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \

@@ -71,6 +71,9 @@ pub async fn build_on(
         );
     }
     let cors = config.cors.settings().context("invalid [cors]")?;
+    for warning in config.http.warnings() {
+        tracing::warn!("{warning}");
+    }
     let scoping = Scoping {
         upstreams: proxy.as_ref().map(Proxy::policies).unwrap_or_default(),
         limits: config.limits.policy().context("invalid [limits]")?,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cors::{CorsConfigError, CorsSettings};
 use crate::rate_limit::FailureQuota;
+use crate::trusted_proxies::{InvalidNetwork, ProxyTrust};
 use crate::{HttpSettings, IssueLimiter, Surface, UpstreamSettings};
 
 /// `[http]`: limits of the HTTP layer.
@@ -25,8 +26,14 @@ pub struct HttpConfig {
     pub failed_requests_per_second: u32,
     /// Failed requests a client address may send at once.
     pub failed_requests_burst: u32,
-    /// Behind a trusted reverse proxy, the header holding the client's address (`x-forwarded-for`: its
-    /// last entry; `x-real-ip`); unset: the TCP peer. Never set it when clients reach sidekey directly.
+    /// The reverse proxies in front of sidekey, as CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses:
+    /// their `Forwarded`, `X-Forwarded-*` and `X-Real-IP` are believed (the client address is then the
+    /// right-most `X-Forwarded-For` entry that is not one of them) and passed on, extended. From any other
+    /// peer those headers are dropped and replaced, and the client address is the TCP peer.
+    pub trusted_proxies: Vec<String>,
+    /// Deprecated: list the proxies in `trusted_proxies` instead. Set while `trusted_proxies` is empty, it
+    /// believes every peer, as before: the client address is the last entry of this header
+    /// (`x-forwarded-for` or `x-real-ip`) and forwarded headers pass on from anyone. Ignored otherwise.
     pub client_address_header: Option<String>,
     /// Whether `/docs` (the interactive page) and `/openapi.json` are served.
     pub docs: bool,
@@ -53,6 +60,7 @@ impl Default for HttpConfig {
             shutdown_grace_seconds: DEFAULT_SHUTDOWN_GRACE.as_secs(),
             failed_requests_per_second: DEFAULT_FAILED_PER_SECOND,
             failed_requests_burst: DEFAULT_FAILED_BURST,
+            trusted_proxies: Vec::new(),
             client_address_header: None,
             issue_per_client_per_minute: DEFAULT_ISSUE_PER_CLIENT_PER_MINUTE,
             docs: true,
@@ -69,6 +77,9 @@ pub enum HttpConfigError {
     /// `client_address_header` is not a header name.
     #[error("http.client_address_header: {0:?} is not a header name")]
     ClientAddressHeader(String),
+    /// An entry of `trusted_proxies` is not a network.
+    #[error("http.trusted_proxies: {0}")]
+    TrustedProxies(#[from] InvalidNetwork),
     /// A CORS origin is not one.
     #[error(transparent)]
     Cors(#[from] CorsConfigError),
@@ -78,8 +89,8 @@ impl HttpConfig {
     /// The HTTP layer's settings.
     ///
     /// # Errors
-    /// [`HttpConfigError`] when `client_address_header` is not a header name, or the burst is 0 with a
-    /// rate set.
+    /// [`HttpConfigError`] when a `trusted_proxies` entry is not a network, `client_address_header` is
+    /// not a header name, or the burst is 0 with a rate set.
     pub fn settings(&self) -> Result<HttpSettings, HttpConfigError> {
         let failure_quota = match NonZeroU32::new(self.failed_requests_per_second) {
             None => None,
@@ -88,18 +99,10 @@ impl HttpConfig {
                 burst: NonZeroU32::new(self.failed_requests_burst).ok_or(HttpConfigError::ZeroBurst)?,
             }),
         };
-        let client_address_header = self
-            .client_address_header
-            .as_deref()
-            .map(|name| {
-                HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
-                    .map_err(|_| HttpConfigError::ClientAddressHeader(name.to_owned()))
-            })
-            .transpose()?;
         Ok(HttpSettings {
             body_limit: self.body_limit_bytes,
             failure_quota,
-            client_address_header,
+            proxy_trust: self.proxy_trust()?,
             docs: self.docs,
             surface: Surface::All,
         })
@@ -108,6 +111,34 @@ impl HttpConfig {
     /// The issuance limiter, when on.
     pub fn issue_limiter(&self) -> Option<IssueLimiter> {
         NonZeroU32::new(self.issue_per_client_per_minute).map(IssueLimiter::new)
+    }
+
+    /// Whose forwarding headers are believed: `trusted_proxies`, else every peer when the deprecated
+    /// `client_address_header` is set, else nobody.
+    fn proxy_trust(&self) -> Result<ProxyTrust, HttpConfigError> {
+        match &self.client_address_header {
+            Some(name) if self.trusted_proxies.is_empty() => {
+                let address_header = HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
+                    .map_err(|_| HttpConfigError::ClientAddressHeader(name.to_owned()))?;
+                Ok(ProxyTrust::EveryPeer { address_header })
+            }
+            _ => Ok(ProxyTrust::networks(&self.trusted_proxies)?),
+        }
+    }
+
+    /// What an operator should hear at start-up about these settings: the deprecated
+    /// `client_address_header`, and what it does here.
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(name) = &self.client_address_header else { return Vec::new() };
+        vec![if self.trusted_proxies.is_empty() {
+            format!(
+                "http.client_address_header ({name:?}) is deprecated: it believes the forwarding headers of \
+                 every peer, so a client that reaches sidekey directly chooses its own address; list your \
+                 reverse proxies in http.trusted_proxies instead"
+            )
+        } else {
+            "http.client_address_header is deprecated and ignored: http.trusted_proxies is set".to_owned()
+        }]
     }
 
     /// How long in-flight requests may take to finish on shutdown.
@@ -144,3 +175,60 @@ impl CorsConfig {
 
 /// Upstreams as configured: `[[upstreams]]` deserializes straight into [`UpstreamSettings`].
 pub type UpstreamsConfig = Vec<UpstreamSettings>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(trusted_proxies: &[&str], client_address_header: Option<&str>) -> HttpConfig {
+        HttpConfig {
+            trusted_proxies: trusted_proxies.iter().map(|network| (*network).to_owned()).collect(),
+            client_address_header: client_address_header.map(str::to_owned),
+            ..HttpConfig::default()
+        }
+    }
+
+    #[test]
+    fn nobody_is_trusted_and_nothing_is_warned_by_default() {
+        let config = HttpConfig::default();
+        assert_eq!(config.settings().unwrap().proxy_trust, ProxyTrust::default());
+        assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed_and_a_bad_entry_is_refused_by_name() {
+        let trust = with(&["10.0.0.0/8", "192.0.2.1"], None).settings().unwrap().proxy_trust;
+        assert!(trust.trusts("10.9.8.7".parse().unwrap()) && trust.trusts("192.0.2.1".parse().unwrap()));
+        assert!(!trust.trusts("192.0.2.2".parse().unwrap()));
+        let error = with(&["10.0.0.0/8", "10.0.0.0/40"], None).settings().unwrap_err();
+        assert!(matches!(&error, HttpConfigError::TrustedProxies(_)), "{error}");
+        assert!(error.to_string().contains("http.trusted_proxies: \"10.0.0.0/40\""), "{error}");
+    }
+
+    #[test]
+    fn the_deprecated_header_alone_trusts_every_peer_and_is_warned_about() {
+        let config = with(&[], Some(" X-Forwarded-For "));
+        let address_header = HeaderName::from_static("x-forwarded-for");
+        assert_eq!(config.settings().unwrap().proxy_trust, ProxyTrust::EveryPeer { address_header });
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("deprecated") && warnings[0].contains("trusted_proxies"),
+            "{warnings:?}"
+        );
+        let bad = with(&[], Some("not a header")).settings().unwrap_err();
+        assert_eq!(bad, HttpConfigError::ClientAddressHeader("not a header".to_owned()));
+    }
+
+    #[test]
+    fn the_deprecated_header_is_ignored_beside_trusted_proxies_and_says_so() {
+        let config = with(&["127.0.0.1/32"], Some("x-real-ip"));
+        let trust = config.settings().unwrap().proxy_trust;
+        assert_eq!(trust, ProxyTrust::networks(&["127.0.0.1/32"]).unwrap());
+        assert!(!trust.trusts("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            config.warnings(),
+            ["http.client_address_header is deprecated and ignored: http.trusted_proxies is set"]
+        );
+    }
+}

@@ -21,6 +21,7 @@
 //! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
 //! - [`issue_rate`]: the rate of `POST /v1/sessions` per client address.
 //! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
+//! - [`trusted_proxies`]: whose forwarding headers are believed, and so which address is the client's.
 //! - [`server`]: the connections, and a valid `GET /v1/auth/verify` answered before poem.
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod problem;
 pub mod proxy;
 pub mod rate_limit;
 pub mod server;
+pub mod trusted_proxies;
 
 use std::sync::Arc;
 
@@ -46,6 +48,7 @@ pub use cors::{CorsConfigError, CorsSettings};
 pub use issue_rate::IssueLimiter;
 pub use rate_limit::{FailureLimiter, FailureQuota};
 pub use server::{HttpApp, serve};
+pub use trusted_proxies::ProxyTrust;
 
 pub use config::{CorsConfig, HttpConfig, HttpConfigError};
 pub use proxy::{Proxy, UpstreamSettings};
@@ -104,8 +107,8 @@ pub struct HttpSettings {
     pub body_limit: usize,
     /// Failed requests allowed per client address; `None` disables the limit.
     pub failure_quota: Option<FailureQuota>,
-    /// The header a trusted reverse proxy puts the client's address in; `None` uses the TCP peer.
-    pub client_address_header: Option<poem::http::HeaderName>,
+    /// Whose forwarding headers are believed: for the client address and on the way to the upstreams.
+    pub proxy_trust: ProxyTrust,
     /// Whether `/docs` and `/openapi.json` are served.
     pub docs: bool,
     /// Which routes this listener serves.
@@ -123,7 +126,7 @@ impl Default for HttpSettings {
         Self {
             body_limit: Self::DEFAULT_BODY_LIMIT,
             failure_quota: None,
-            client_address_header: None,
+            proxy_trust: ProxyTrust::default(),
             docs: true,
             surface: Surface::All,
         }
@@ -167,7 +170,7 @@ pub fn openapi_json() -> String {
 pub fn app(state: Arc<HttpState>, settings: HttpSettings) -> HttpApp {
     let limiter = settings
         .failure_quota
-        .map(|quota| Arc::new(FailureLimiter::new(quota, settings.client_address_header.clone())));
+        .map(|quota| Arc::new(FailureLimiter::new(quota, settings.proxy_trust.clone())));
     let surface = settings.surface;
     HttpApp::new(endpoint(state.clone(), settings, limiter.clone()).boxed(), state, limiter, surface)
 }

@@ -5,6 +5,7 @@
 //! - [`upstream`]: [`UpstreamSettings`] (what the operator wrote) validated into an [`Upstream`]: base
 //!   URL, allowlist of `secret_key_id` patterns, how the key is presented, static headers, timeouts.
 //! - [`headers`]: which headers cross in each direction, and the ones sidekey adds.
+//! - [`encoded`]: percent-decoding, and whether a value carries the session token under any encoding.
 //! - [`body`]: the request body counted against its limit, the response body cut when it stalls.
 //! - [`client`]: the one pooled hyper client (HTTP/1.1 keep-alive, HTTP/2 by ALPN, rustls with ring) and
 //!   the classification of its failures.
@@ -16,6 +17,7 @@
 
 pub mod body;
 pub mod client;
+pub mod encoded;
 pub mod headers;
 pub mod metered;
 pub mod route;
@@ -30,6 +32,7 @@ use sidekey_domain::SecretValue;
 
 pub use body::{BodyOutcome, RequestBody, ResponseBody};
 pub use client::SendError;
+use encoded::{holds_token, percent_decode};
 pub use headers::ClientContext;
 pub use upstream::{Upstream, UpstreamConfigError, UpstreamSettings};
 
@@ -163,13 +166,16 @@ impl Upstream {
     }
 
     /// The client's query without the parameter that carries the key here (a client must not choose it)
-    /// and without any parameter holding the session token (an SDK that puts its "API key" there).
+    /// and without any parameter holding the session token, literally or percent-encoded (an SDK that
+    /// puts its "API key" there).
     fn without_client_credential(&self, query: &str, token: &str) -> String {
         let credential = match &self.credential {
             upstream::Credential::Query { name } => Some(name),
             upstream::Credential::Header { .. } => None,
         };
-        if credential.is_none() && !headers::holds(query.as_bytes(), token) {
+        // Decoding commutes with splitting at `&` (no escape contains one), so a query that does not hold
+        // the token as a whole has no parameter that does.
+        if credential.is_none() && !holds_token(query.as_bytes(), token, true) {
             return query.to_owned();
         }
         query
@@ -177,46 +183,14 @@ impl Upstream {
             .filter(|pair| {
                 let key = pair.split_once('=').map_or(*pair, |(key, _)| key);
                 let is_credential = credential.is_some_and(|name| {
-                    key.eq_ignore_ascii_case(name) || upstream::percent_encode(&percent_decode(key)) == *name
+                    let decoded = String::from_utf8_lossy(&percent_decode(key.as_bytes(), true)).into_owned();
+                    key.eq_ignore_ascii_case(name) || upstream::percent_encode(&decoded) == *name
                 });
-                !is_credential && !headers::holds(pair.as_bytes(), token)
+                !is_credential && !holds_token(pair.as_bytes(), token, true)
             })
             .collect::<Vec<_>>()
             .join("&")
     }
-}
-
-/// Decodes `%XX` escapes (and `+` as a space, as forms write it); invalid escapes stay as they are.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        decoded.push(byte);
-                        index += 3;
-                    }
-                    None => {
-                        decoded.push(b'%');
-                        index += 1;
-                    }
-                }
-            }
-            b'+' => {
-                decoded.push(b' ');
-                index += 1;
-            }
-            byte => {
-                decoded.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]
@@ -244,10 +218,13 @@ mod tests {
     }
 
     #[test]
-    fn percent_decoding_keeps_invalid_escapes() {
-        assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("%41"), "A");
+    fn a_parameter_holding_the_token_in_any_encoding_is_removed_from_the_query() {
+        let header = upstream(None);
+        let query = "a=1&key=%73kt_t&b=2&k=%2573%256B%2574%255Ft&c=x+y&d=skt%5Ft&q=+skt_t+&e=skt_u";
+        assert_eq!(header.without_client_credential(query, "skt_t"), "a=1&b=2&c=x+y&e=skt_u");
+        // Under the parameter's name, too.
+        assert_eq!(header.without_client_credential("%73kt_t=1&z=2", "skt_t"), "z=2");
+        assert_eq!(header.without_client_credential("q=two%20words&x=", "skt_t"), "q=two%20words&x=");
     }
 
     #[tokio::test]

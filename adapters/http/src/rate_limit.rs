@@ -16,9 +16,10 @@
 //! Time comes from a `LimiterClock`: the monotonic clock in service, a clock moved by hand in the unit
 //! tests, so that a block and its end are tested at exact instants rather than slept through.
 //!
-//! The client address is the TCP peer, or, behind a trusted reverse proxy, the last address of a
-//! configured header (`X-Forwarded-For` as the proxy appends it, or `X-Real-IP`). IPv6 clients are keyed by
-//! their /64, which one host usually holds whole, so an attacker cannot rotate through its addresses.
+//! The client address is the TCP peer, or, from a trusted reverse proxy, the address it forwards
+//! ([`ProxyTrust::client_address`]): a client that writes `X-Forwarded-For` itself is still counted under
+//! its own address. IPv6 clients are keyed by their /64, which one host usually holds whole, so an
+//! attacker cannot rotate through its addresses.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -35,7 +36,9 @@ use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use poem::Request;
-use poem::http::{HeaderMap, HeaderName, StatusCode};
+use poem::http::{HeaderMap, StatusCode};
+
+use crate::trusted_proxies::ProxyTrust;
 
 /// Longest a refusal is held before it is sent.
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
@@ -88,7 +91,8 @@ pub struct FailureLimiter {
     /// would lock every shard). May be true with nobody blocked, never false with someone blocked for
     /// long: every new block sets it again.
     any_blocked: AtomicBool,
-    client_address_header: Option<HeaderName>,
+    /// Whose word on the client's address is taken.
+    proxy_trust: ProxyTrust,
     last_cleanup: Mutex<Nanos>,
     /// The limiter's own clock for `blocked` and the cleanup; the same time as `failures`' clone of it.
     clock: LimiterClock,
@@ -96,18 +100,18 @@ pub struct FailureLimiter {
 }
 
 impl FailureLimiter {
-    /// A limiter with `quota` per client address, read from `client_address_header` when one is given.
-    pub fn new(quota: FailureQuota, client_address_header: Option<HeaderName>) -> Self {
-        Self::on(quota, client_address_header, LimiterClock::Monotonic { started: Instant::now() })
+    /// A limiter with `quota` per client address, believing the proxies `proxy_trust` names.
+    pub fn new(quota: FailureQuota, proxy_trust: ProxyTrust) -> Self {
+        Self::on(quota, proxy_trust, LimiterClock::Monotonic { started: Instant::now() })
     }
 
-    fn on(quota: FailureQuota, client_address_header: Option<HeaderName>, clock: LimiterClock) -> Self {
+    fn on(quota: FailureQuota, proxy_trust: ProxyTrust, clock: LimiterClock) -> Self {
         let quota = Quota::per_second(quota.per_second).allow_burst(quota.burst);
         Self {
             failures: RateLimiter::dashmap_with_clock(quota, clock.clone()),
             blocked: DashMap::new(),
             any_blocked: AtomicBool::new(false),
-            client_address_header,
+            proxy_trust,
             last_cleanup: Mutex::new(clock.now()),
             clock,
             held: tokio::sync::Semaphore::new(MAX_HELD),
@@ -116,12 +120,9 @@ impl FailureLimiter {
 
     /// A limiter on a clock that moves only when the test advances the returned handle.
     #[cfg(test)]
-    pub(crate) fn on_manual_clock(
-        quota: FailureQuota,
-        client_address_header: Option<HeaderName>,
-    ) -> (Self, FakeRelativeClock) {
+    pub(crate) fn on_manual_clock(quota: FailureQuota, proxy_trust: ProxyTrust) -> (Self, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
-        (Self::on(quota, client_address_header, LimiterClock::Manual(clock.clone())), clock)
+        (Self::on(quota, proxy_trust, LimiterClock::Manual(clock.clone())), clock)
     }
 
     /// Waits out `wait` (at most [`MAX_HOLD`]) and a random part of it again before a refusal is sent,
@@ -144,12 +145,7 @@ impl FailureLimiter {
 
     /// The address a request with these `headers` from the TCP peer `peer` is counted under.
     pub fn client_from(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
-        let forwarded = self.client_address_header.as_ref().and_then(|name| {
-            let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
-            // A proxy appends the peer it saw: the last entry is the only one it vouches for.
-            value.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
-        });
-        Some(limiting_key(forwarded.or(peer)?))
+        self.proxy_trust.client_address(headers, peer).map(limiting_key)
     }
 
     /// How long `client` must still wait, when it is over its quota.
@@ -240,6 +236,8 @@ pub(crate) fn limiting_key(address: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use poem::http::HeaderName;
+
     use super::*;
 
     fn quota(per_second: u32, burst: u32) -> FailureQuota {
@@ -251,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_client_is_blocked_after_its_burst_and_others_are_not() {
-        let limiter = FailureLimiter::new(quota(1, 3), None);
+        let limiter = FailureLimiter::new(quota(1, 3), ProxyTrust::default());
         let guesser: IpAddr = "192.0.2.1".parse().unwrap();
         let bystander: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
@@ -267,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_block_ends_when_a_cell_is_back() {
-        let (limiter, clock) = FailureLimiter::on_manual_clock(quota(50, 1), None);
+        let (limiter, clock) = FailureLimiter::on_manual_clock(quota(50, 1), ProxyTrust::default());
         let client: IpAddr = "198.51.100.7".parse().unwrap();
         assert_eq!(limiter.record_failure(client), None);
         let wait = limiter.record_failure(client).expect("over quota");
@@ -311,11 +309,39 @@ mod tests {
     }
 
     #[test]
-    fn the_forwarded_address_is_the_last_one_the_proxy_appended() {
-        let limiter = FailureLimiter::new(quota(1, 1), Some(HeaderName::from_static("x-forwarded-for")));
+    fn the_deprecated_header_still_reads_the_last_address_the_proxy_appended() {
+        let trust = ProxyTrust::EveryPeer { address_header: HeaderName::from_static("x-forwarded-for") };
+        let limiter = FailureLimiter::new(quota(1, 1), trust);
         let request = Request::builder().header("x-forwarded-for", "203.0.113.9, 192.0.2.44").finish();
         assert_eq!(limiter.client_of(&request), Some("192.0.2.44".parse().unwrap()));
         let garbage = Request::builder().header("x-forwarded-for", "not an address").finish();
         assert_eq!(limiter.client_of(&garbage), None, "no peer address in a built request either");
+    }
+
+    #[test]
+    fn a_client_spoofing_x_forwarded_for_is_limited_under_its_peer_address_unless_the_peer_is_trusted() {
+        let spoofing = |forwarded: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", forwarded.parse().unwrap());
+            headers
+        };
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let untrusting = FailureLimiter::new(quota(1, 2), ProxyTrust::default());
+        // A fresh forged address per guess: all of them are the peer's, and the third is over the burst.
+        for (guess, forged) in ["203.0.113.1", "203.0.113.2"].into_iter().enumerate() {
+            let client = untrusting.client_from(&spoofing(forged), Some(peer)).unwrap();
+            assert_eq!(client, peer, "guess {guess}");
+            assert_eq!(untrusting.record_failure(client), None, "guess {guess} is within the burst");
+        }
+        let client = untrusting.client_from(&spoofing("203.0.113.3"), Some(peer)).unwrap();
+        assert!(untrusting.record_failure(client).is_some(), "the forged addresses did not help");
+
+        // With the peer a trusted proxy, the address it forwards is the client, each with its own quota.
+        let trusting = FailureLimiter::new(quota(1, 2), ProxyTrust::networks(&["127.0.0.1/32"]).unwrap());
+        for forwarded in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+            let client = trusting.client_from(&spoofing(forwarded), Some(peer)).unwrap();
+            assert_eq!(client, forwarded.parse::<IpAddr>().unwrap());
+            assert_eq!(trusting.record_failure(client), None, "{forwarded} has its own burst");
+        }
     }
 }

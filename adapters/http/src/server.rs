@@ -406,7 +406,10 @@ mod tests {
     #[tokio::test]
     async fn a_client_over_its_quota_is_left_to_the_route_even_with_a_valid_token() {
         let one = NonZeroU32::new(1).unwrap();
-        let limiter = Arc::new(FailureLimiter::new(FailureQuota { per_second: one, burst: one }, None));
+        let limiter = Arc::new(FailureLimiter::new(
+            FailureQuota { per_second: one, burst: one },
+            crate::ProxyTrust::default(),
+        ));
         // Asked once: for the client that is not blocked.
         let fixture = fixture(Some(limiter.clone()), 1);
         let client = limiter.client_from(&HeaderMap::new(), Some(PEER.ip())).unwrap();

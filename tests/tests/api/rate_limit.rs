@@ -1,7 +1,7 @@
 //! Failed requests are limited per client address: 429 `rate_limited` with `Retry-After`.
 //!
-//! The server reads the client's address from `X-Forwarded-For` here, so one test can play several
-//! clients from loopback.
+//! The server trusts loopback as a reverse proxy here and reads the client's address from
+//! `X-Forwarded-For`, so one test can play several clients from loopback.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ async fn spawn_limited(per_second: u32, burst: u32) -> TestApp {
     spawn_app_with(|config| {
         config.http.failed_requests_per_second = per_second;
         config.http.failed_requests_burst = burst;
-        config.http.client_address_header = Some("X-Forwarded-For".to_owned());
+        config.http.trusted_proxies = vec!["127.0.0.1/32".to_owned()];
     })
     .await
 }
@@ -67,6 +67,40 @@ async fn a_client_over_its_failures_is_refused_with_429_until_its_block_ends() {
     // Once the block is over, the client is served again; nobody else was ever refused.
     assert_eq!(verify_as(&app, GUESSER, &valid).await.status(), StatusCode::OK);
     assert_eq!(verify_as(&app, USER, &valid).await.status(), StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_forging_x_forwarded_for_from_an_untrusted_peer_is_limited_by_its_own_address() {
+    let app = spawn_app_with(|config| {
+        config.http.failed_requests_per_second = 1;
+        config.http.failed_requests_burst = 3;
+    })
+    .await;
+    // A fresh forged address for every guess: all of them are loopback's, and the fourth is refused.
+    for forged in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert_eq!(
+            verify_as(&app, forged, UNKNOWN_TOKEN).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{forged}"
+        );
+    }
+    assert_problem(verify_as(&app, "203.0.113.4", UNKNOWN_TOKEN).await, 429, "rate_limited").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_deprecated_client_address_header_still_believes_every_peer() {
+    let app = spawn_app_with(|config| {
+        config.http.failed_requests_per_second = 1;
+        config.http.failed_requests_burst = 1;
+        config.http.client_address_header = Some("X-Forwarded-For".to_owned());
+    })
+    .await;
+    assert_eq!(verify_as(&app, GUESSER, UNKNOWN_TOKEN).await.status(), StatusCode::UNAUTHORIZED);
+    // Another address, by the header's word: its own burst.
+    assert_eq!(verify_as(&app, USER, UNKNOWN_TOKEN).await.status(), StatusCode::UNAUTHORIZED);
+    assert_problem(verify_as(&app, GUESSER, UNKNOWN_TOKEN).await, 429, "rate_limited").await;
     app.shutdown().await;
 }
 

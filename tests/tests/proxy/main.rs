@@ -9,6 +9,8 @@
 //!   a client that goes away cancels the upstream request; a stalled stream is cut.
 //! - `failures`: refused, hung-up and unanswered upstreams (502, 504), slow headers (504).
 //! - `cors`: preflight and denial for browser origins.
+//! - `trusted_proxies`: forged forwarding headers dropped and replaced, a trusted proxy's kept and
+//!   extended; the token percent-encoded in the query or a header never forwarded.
 //! - `logs`: no key and no token in any log line of a proxied request.
 //! - `sdk`: the OpenAI Python SDK, unchanged, through the proxy (when `openai` is installed).
 //! - `scope`: scoped sessions: path tricks, routes, models, origins, request budgets and rates, the
@@ -27,6 +29,7 @@ mod metering;
 mod scope;
 mod sdk;
 mod streaming;
+mod trusted_proxies;
 mod upstream;
 
 use serde_json::Value;

@@ -190,8 +190,8 @@ impl SessionApi {
         body: JsonBody<IssueSessionRequest>,
     ) -> Result<IssueResponse, ApiFailure> {
         let JsonBody(body) = body;
-        if let (Some(limiter), Some(peer)) = (&state.issue_rate, request.remote_addr().as_socket_addr()) {
-            limiter.check(peer.ip()).map_err(|wait| {
+        if let (Some(limiter), Some(client)) = (&state.issue_rate, client_address(request)) {
+            limiter.check(client).map_err(|wait| {
                 ApiError::new(
                     ErrorCode::RateLimited,
                     "too many sessions created from this address; retry later",
@@ -348,8 +348,16 @@ async fn authenticate_caller(
     request: &poem::Request,
 ) -> Result<AuthenticatedCaller, ApiError> {
     let credential = caller_credential(request);
-    let client = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
-    Ok(callers.authenticate(credential.as_ref(), client).await?)
+    // The address the failure limits count, so the audit names the client behind a trusted proxy.
+    Ok(callers.authenticate(credential.as_ref(), client_address(request)).await?)
+}
+
+/// The client's address: the TCP peer, or what a trusted reverse proxy says it is (`http.trusted_proxies`).
+fn client_address(request: &poem::Request) -> Option<std::net::IpAddr> {
+    let peer = request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
+    request
+        .data::<crate::HttpSettings>()
+        .map_or(peer, |settings| settings.proxy_trust.client_address(request.headers(), peer))
 }
 
 fn caller_credential(request: &poem::Request) -> Option<CallerCredential> {

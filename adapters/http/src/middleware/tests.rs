@@ -19,6 +19,7 @@ use sidekey_test_support::ManualClock;
 
 use crate::cors::CorsSettings;
 use crate::rate_limit::{FailureLimiter, FailureQuota};
+use crate::trusted_proxies::ProxyTrust;
 use crate::{HttpSettings, HttpState};
 
 const GUESSER: &str = "192.0.2.66";
@@ -44,8 +45,8 @@ impl Fixture {
             per_second: NonZeroU32::new(per_second).unwrap(),
             burst: NonZeroU32::new(burst).unwrap(),
         };
-        let header = HeaderName::from_static("x-forwarded-for");
-        let (limiter, limiter_clock) = FailureLimiter::on_manual_clock(quota, Some(header.clone()));
+        let trust = ProxyTrust::EveryPeer { address_header: HeaderName::from_static("x-forwarded-for") };
+        let (limiter, limiter_clock) = FailureLimiter::on_manual_clock(quota, trust.clone());
         let limiter = Arc::new(limiter);
 
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::starting_at(SystemTime::UNIX_EPOCH));
@@ -74,11 +75,7 @@ impl Fixture {
             metering: Arc::new(Metering::new(ledger, clock, Budgets::default())),
             issue_rate: None,
         });
-        let settings = HttpSettings {
-            failure_quota: Some(quota),
-            client_address_header: Some(header),
-            ..Default::default()
-        };
+        let settings = HttpSettings { failure_quota: Some(quota), proxy_trust: trust, ..Default::default() };
         let endpoint = Arc::new(crate::endpoint(state, settings, Some(limiter.clone())).boxed());
         Self { endpoint, limiter, limiter_clock, valid: token.expose().to_owned() }
     }

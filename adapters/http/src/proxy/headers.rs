@@ -5,7 +5,12 @@
 //! it for the upstream's authority), `Expect` (the client does not wait for `100 Continue`), `Cookie`
 //! (the browser's cookies for sidekey's origin are not the upstream's business) and any `X-Sidekey-*` the
 //! client tried to set; plus the configured static headers, the user context, `X-Forwarded-*` and the real
-//! key. Towards the client: the upstream's end-to-end headers minus hop-by-hop headers and the headers
+//! key. Any header whose value holds the session token, even percent-encoded, stays behind too.
+//!
+//! `Forwarded`, `X-Forwarded-*` and `X-Real-IP` cross only from a peer in `http.trusted_proxies`
+//! ([`crate::trusted_proxies`]), `X-Forwarded-For` extended with that peer. From anyone else they are
+//! dropped, and the upstream hears sidekey's own: `X-Forwarded-For` the peer, `X-Forwarded-Proto` how it
+//! reached sidekey, `X-Forwarded-Host` the `Host` it asked for. Towards the client: the upstream's end-to-end headers minus hop-by-hop headers and the headers
 //! that would set policy for sidekey's own origin (`Access-Control-*`: sidekey's CORS rules apply;
 //! `Alt-Svc`, `Strict-Transport-Security`, `Set-Cookie`).
 
@@ -14,11 +19,13 @@ use std::net::IpAddr;
 use hyper::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use zeroize::Zeroize;
 
+use super::encoded::holds_token;
 use super::upstream::{Credential, Upstream};
 use crate::forward_auth::{SESSION_ID, SUBJECT};
+use crate::trusted_proxies::{X_FORWARDED_FOR, X_REAL_IP};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and `Proxy-Connection`): they
 /// describe one connection and never cross a proxy.
@@ -45,9 +52,14 @@ pub fn is_managed(name: &HeaderName) -> bool {
     name == header::HOST
         || name == header::CONTENT_LENGTH
         || name == header::EXPECT
-        || name == X_FORWARDED_FOR
-        || name == X_FORWARDED_PROTO
+        || is_forwarding(name)
         || name.as_str().starts_with("x-sidekey-")
+}
+
+/// Whether `name` tells of the request's way to sidekey (`Forwarded`, `X-Forwarded-For`, `-Proto`,
+/// `-Host`, `-Port`, `-Prefix`…, `X-Real-IP`): believed only from a trusted proxy.
+pub fn is_forwarding(name: &HeaderName) -> bool {
+    name == header::FORWARDED || name == X_REAL_IP || name.as_str().starts_with("x-forwarded-")
 }
 
 /// Whether a path segment is `.` or `..`, percent-encoded or not: upstreams resolve them, which would let
@@ -71,22 +83,23 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// Who sent the request, for the headers that tell the upstream.
 #[derive(Debug, Clone)]
 pub struct ClientContext<'a> {
-    /// The client's address, appended to `X-Forwarded-For`.
-    pub addr: Option<IpAddr>,
-    /// `http` or `https`: how the client reached sidekey (unless a proxy in front already said so).
+    /// The TCP peer, appended to `X-Forwarded-For`.
+    pub peer: Option<IpAddr>,
+    /// Whether the peer is a trusted proxy, whose forwarding headers cross.
+    pub peer_is_trusted: bool,
+    /// `http` or `https`: how the peer reached sidekey (unless a trusted proxy already said how the
+    /// client reached it).
     pub proto: &'a str,
+    /// The `Host` (or HTTP/2 `:authority`) the client asked for: `X-Forwarded-Host` (unless a trusted
+    /// proxy already said).
+    pub host: Option<&'a str>,
     /// The session's id.
     pub session_id: String,
     /// The session's subject, when known.
     pub subject: Option<&'a str>,
     /// The session token the client presented: no header that holds it is forwarded, whatever its name
-    /// (an SDK may repeat its "API key" in a header of its own, such as `x-api-key`).
+    /// (an SDK may repeat its "API key" in a header of its own, such as `x-api-key`) or encoding.
     pub token: &'a str,
-}
-
-/// Whether `haystack` contains `needle` (a non-empty token).
-pub(crate) fn holds(haystack: &[u8], needle: &str) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle.as_bytes())
 }
 
 /// The real key cannot travel in a header (a character a header value may not hold).
@@ -109,7 +122,8 @@ pub fn request_headers(
         Credential::Header { name, .. } => Some(name),
         Credential::Query { .. } => None,
     };
-    let mut headers = HeaderMap::with_capacity(client.len() + upstream.extra_headers.len() + 6);
+    let trusted = context.peer_is_trusted;
+    let mut headers = HeaderMap::with_capacity(client.len() + upstream.extra_headers.len() + 7);
     for (name, value) in client {
         let dropped = is_hop_by_hop(name)
             || listed.contains(name)
@@ -118,10 +132,12 @@ pub fn request_headers(
             || credential_header == Some(name)
             || name == header::COOKIE
             || name == header::EXPECT
+            // Rewritten below, whoever sent it.
             || name == X_FORWARDED_FOR
             || name == X_FORWARDED_PROTO
+            || (is_forwarding(name) && !trusted)
             || name.as_str().starts_with("x-sidekey-")
-            || holds(value.as_bytes(), context.token);
+            || holds_token(value.as_bytes(), context.token, false);
         if !dropped {
             headers.append(name.clone(), value.clone());
         }
@@ -129,34 +145,7 @@ pub fn request_headers(
     for (name, value) in &upstream.extra_headers {
         headers.insert(name.clone(), value.clone());
     }
-
-    // X-Forwarded-For: the chain a proxy in front of sidekey may have started, then the client.
-    let mut forwarded_for = client
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if let Some(addr) = context.addr {
-        if !forwarded_for.is_empty() {
-            forwarded_for.push_str(", ");
-        }
-        forwarded_for.push_str(&addr.to_string());
-    }
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for)
-        && !forwarded_for.is_empty()
-    {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    // X-Forwarded-Proto: kept from a TLS-terminating proxy in front, else how the client reached sidekey.
-    let proto = client
-        .get(X_FORWARDED_PROTO)
-        .filter(|value| matches!(value.as_bytes(), b"http" | b"https"))
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(context.proto).unwrap_or(HeaderValue::from_static("http")));
-    headers.insert(X_FORWARDED_PROTO, proto);
+    forwarding_headers(client, context, &mut headers);
 
     if let Ok(value) = HeaderValue::from_str(&context.session_id) {
         headers.insert(SESSION_ID, value);
@@ -178,6 +167,67 @@ pub fn request_headers(
         headers.insert(name.clone(), value);
     }
     Ok(headers)
+}
+
+/// Writes `X-Forwarded-For`, `-Proto` and `-Host` into `headers`: a trusted proxy's, extended, or
+/// sidekey's own. `headers` already holds the client's other forwarding headers when the peer is trusted.
+fn forwarding_headers(client: &HeaderMap, context: &ClientContext<'_>, headers: &mut HeaderMap) {
+    let trusted = context.peer_is_trusted;
+    // X-Forwarded-For: the chain a trusted proxy started, then the peer.
+    let mut forwarded_for = if trusted {
+        client
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter(|value| !holds_token(value.as_bytes(), context.token, false))
+            .filter_map(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    if let Some(peer) = context.peer {
+        if !forwarded_for.is_empty() {
+            forwarded_for.push_str(", ");
+        }
+        forwarded_for.push_str(&peer.to_string());
+    }
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for)
+        && !forwarded_for.is_empty()
+    {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    // A trusted proxy that writes `Forwarded` gets its chain extended the same way (RFC 7239 §6: IPv6 in
+    // quoted brackets).
+    if trusted
+        && client.contains_key(header::FORWARDED)
+        && let Some(peer) = context.peer
+    {
+        let node = match peer {
+            IpAddr::V4(v4) => format!("for={v4}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        };
+        if let Ok(value) = HeaderValue::from_str(&node) {
+            headers.append(header::FORWARDED, value);
+        }
+    }
+
+    // X-Forwarded-Proto: a trusted TLS-terminating proxy's, else how the peer reached sidekey.
+    let proto = client
+        .get(X_FORWARDED_PROTO)
+        .filter(|value| trusted && matches!(value.as_bytes(), b"http" | b"https"))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(context.proto).unwrap_or(HeaderValue::from_static("http")));
+    headers.insert(X_FORWARDED_PROTO, proto);
+
+    // X-Forwarded-Host: a trusted proxy's (kept with the client's headers), else the Host asked for.
+    if !headers.contains_key(X_FORWARDED_HOST)
+        && let Some(host) = context.host.filter(|host| !holds_token(host.as_bytes(), context.token, false))
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
 }
 
 /// Removes from an upstream's response the headers that must not reach the client.
@@ -214,8 +264,10 @@ mod tests {
 
     fn context() -> ClientContext<'static> {
         ClientContext {
-            addr: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))),
+            peer: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))),
+            peer_is_trusted: false,
             proto: "http",
+            host: Some("sidekey.example"),
             session_id: "0b7c6f1e-0000-4000-8000-000000000000".to_owned(),
             subject: Some("user_1"),
             token: "skt_token",
@@ -275,10 +327,83 @@ mod tests {
         assert!(headers["authorization"].is_sensitive());
         assert_eq!(headers["x-sidekey-subject"], "user_1");
         assert_eq!(headers["x-sidekey-session-id"], "0b7c6f1e-0000-4000-8000-000000000000");
-        assert_eq!(headers["x-forwarded-for"], "203.0.113.1, 10.0.0.7");
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(headers["accept"], "text/event-stream");
+    }
+
+    /// Every forwarding header a client might forge, and what a trusted proxy would send.
+    const FORWARDING: [(&str, &str); 9] = [
+        ("x-forwarded-for", "203.0.113.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-port", "8443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-forwarded-server", "proxy-1"),
+        ("x-real-ip", "203.0.113.2"),
+        ("forwarded", "for=203.0.113.3;proto=https"),
+        ("content-type", "application/json"),
+    ];
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_replaced_by_sidekeys_own() {
+        let headers =
+            request_headers(&client_headers(&FORWARDING), &upstream(|_| {}), &context(), "k").unwrap();
+        for gone in ["x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server", "x-real-ip", "forwarded"]
+        {
+            assert!(!headers.contains_key(gone), "{gone} crossed: {headers:?}");
+        }
+        let all = |name: &str| headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("x-forwarded-for"), ["10.0.0.7"]);
+        assert_eq!(all("x-forwarded-proto"), ["http"]);
+        assert_eq!(all("x-forwarded-host"), ["sidekey.example"]);
+        assert_eq!(all("content-type"), ["application/json"]);
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_trusted_proxy_are_kept_and_extended() {
+        let mut context = context();
+        context.peer_is_trusted = true;
+        let headers =
+            request_headers(&client_headers(&FORWARDING), &upstream(|_| {}), &context, "k").unwrap();
+        let all = |name: &str| headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("x-forwarded-for"), ["203.0.113.1, 10.0.0.7"]);
+        assert_eq!(all("x-forwarded-proto"), ["https"]);
+        assert_eq!(all("x-forwarded-host"), ["evil.example"]);
+        assert_eq!(all("x-forwarded-port"), ["8443"]);
+        assert_eq!(all("x-forwarded-prefix"), ["/admin"]);
+        assert_eq!(all("x-real-ip"), ["203.0.113.2"]);
+        assert_eq!(all("forwarded"), ["for=203.0.113.3;proto=https", "for=10.0.0.7"]);
+
+        // Only what the proxy said is kept; sidekey fills in the rest, and an IPv6 peer is quoted.
+        context.peer = Some("2001:db8::5".parse().unwrap());
+        let client = client_headers(&[("forwarded", "for=203.0.113.3"), ("x-forwarded-proto", "ftp")]);
+        let headers = request_headers(&client, &upstream(|_| {}), &context, "k").unwrap();
+        let all = |name: &str| headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("x-forwarded-for"), ["2001:db8::5"]);
+        assert_eq!(all("x-forwarded-proto"), ["http"], "not a protocol sidekey speaks");
+        assert_eq!(all("x-forwarded-host"), ["sidekey.example"]);
+        assert_eq!(all("forwarded"), ["for=203.0.113.3", "for=\"[2001:db8::5]\""]);
+    }
+
+    #[test]
+    fn a_header_holding_the_token_percent_encoded_does_not_cross() {
+        let mut context = context();
+        context.peer_is_trusted = true;
+        context.host = Some("skt_token.example");
+        let client = client_headers(&[
+            ("x-api-key", "%73kt_token"),
+            ("x-goog-api-key", "%2573%256B%2574%255Ftoken"),
+            ("x-forwarded-for", "skt_token"),
+            ("x-forwarded-host", "%73kt_token"),
+            ("x-other", "skt%5Ftoke"),
+        ]);
+        let headers = request_headers(&client, &upstream(|_| {}), &context, "k").unwrap();
+        assert!(!headers.contains_key("x-api-key") && !headers.contains_key("x-goog-api-key"), "{headers:?}");
+        assert!(!headers.contains_key("x-forwarded-host"), "neither the proxy's nor the Host: {headers:?}");
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(headers["x-other"], "skt%5Ftoke", "not the token");
     }
 
     #[test]

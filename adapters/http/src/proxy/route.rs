@@ -34,9 +34,9 @@ use super::usage::{Endpoint as ApiEndpoint, RequestRules, UsageMeter, models_fro
 use super::{
     BodyOutcome, ClientContext, Outbound, OutboundError, RequestBody, ResponseBody, SendError, Upstream,
 };
-use crate::HttpState;
 use crate::api::auth::authenticate;
 use crate::problem::{ApiError, ErrorCode};
+use crate::{HttpSettings, HttpState};
 
 /// The path prefix of named upstreams.
 pub const PROXY_PREFIX: &str = "/v1/proxy";
@@ -294,6 +294,17 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         )?;
 
     let subject = session.subject().map(ToString::to_string);
+    // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`; the upstream hears them as IPv4.
+    let peer = request.remote_addr().as_socket_addr().map(|addr| addr.ip().to_canonical());
+    // Without the settings installed nobody is trusted: the safe reading.
+    let peer_is_trusted = peer.is_some_and(|peer| {
+        request.data::<HttpSettings>().is_some_and(|settings| settings.proxy_trust.trusts(peer))
+    });
+    // HTTP/2 carries the host as `:authority`, which hyper keeps in the URI rather than a `Host` header.
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok().map(str::to_owned),
+        None => request.uri().authority().map(ToString::to_string),
+    };
     let mut headers = request.headers().clone();
     if meters_tokens {
         // The meter reads the answer as sent: a compressed one could not be read.
@@ -305,8 +316,10 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         query: query.as_deref(),
         headers: &headers,
         context: ClientContext {
-            addr: request.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip),
+            peer,
+            peer_is_trusted,
             proto: request.scheme().as_str(),
+            host: host.as_deref(),
             session_id: session.id().to_string(),
             subject: subject.as_deref(),
             token: &token,

@@ -356,27 +356,7 @@ fn query_values<'a>(query: &'a str, wanted: &'a str) -> impl Iterator<Item = Str
     })
 }
 
-/// Decodes `%XX` (and `+` when `plus_is_space`), as the WHATWG URL standard does: a `%` not followed by
-/// two hex digits stays as it is.
+/// Decodes `%XX` (and `+` when `plus_is_space`) into text, invalid UTF-8 replaced.
 fn percent_decode(text: &[u8], plus_is_space: bool) -> String {
-    let mut out = Vec::with_capacity(text.len());
-    let mut at = 0;
-    while let Some(&byte) = text.get(at) {
-        let hex = |offset: usize| text.get(at + offset).and_then(|digit| (*digit as char).to_digit(16));
-        match byte {
-            b'%' => {
-                if let (Some(high), Some(low)) = (hex(1), hex(2)) {
-                    // Two hex digits are below 256.
-                    out.push((high * 16 + low) as u8);
-                    at += 3;
-                    continue;
-                }
-                out.push(byte);
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            _ => out.push(byte),
-        }
-        at += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&crate::proxy::encoded::percent_decode(text, plus_is_space)).into_owned()
 }
