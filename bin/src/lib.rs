@@ -301,6 +301,8 @@ mod bus;
 pub struct RunningServer {
     /// The address it listens on (the real port when the configuration said port 0).
     pub addr: SocketAddr,
+    /// The connection cap in force (`http.max_connections`, or its default from the open-file limit).
+    pub max_connections: usize,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -340,19 +342,41 @@ pub async fn spawn_on(
     metrics: Option<MetricsRenderer>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<RunningServer> {
+    let open_file_limit = open_file_limit();
+    let settings = config.http.server_settings(open_file_limit).context("invalid [http]")?;
+    if settings.max_connections as u64 >= open_file_limit {
+        tracing::warn!(
+            max_connections = settings.max_connections,
+            open_file_limit,
+            "http.max_connections is not below the open-file limit: past the limit, new connections wait \
+             in the listen backlog and upstream connections fail"
+        );
+    }
     let app = build_on(config, metrics, clock).await?;
     let addr = config.listen_addr()?;
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("the listener has no TCP address")?;
     let (shutdown, signal) = oneshot::channel::<()>();
-    let grace = config.http.shutdown_grace();
     let stop = async move {
         let _ = signal.await;
     };
-    let task = tokio::spawn(http::serve(listener, app, stop, grace));
-    Ok(RunningServer { addr: local, shutdown: Some(shutdown), task })
+    let max_connections = settings.max_connections;
+    let task = tokio::spawn(http::serve(listener, app, settings, stop));
+    Ok(RunningServer { addr: local, max_connections, shutdown: Some(shutdown), task })
 }
+
+/// The process's soft limit on open files (`sidekey serve` raises it to the hard limit first).
+fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    if let Ok((soft, _hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        return soft;
+    }
+    // Unknown: the usual default soft limit.
+    FALLBACK_OPEN_FILE_LIMIT
+}
+
+/// The open-file limit assumed when the system does not say: the usual default soft limit on Linux.
+const FALLBACK_OPEN_FILE_LIMIT: u64 = 1024;
 
 /// Runs the server until `stop` completes, then shuts down gracefully.
 ///
@@ -371,6 +395,7 @@ pub async fn serve(
         admin_api = config.admin.token.is_some(),
         upstreams = ?config.upstreams.iter().map(|upstream| upstream.name.as_str()).collect::<Vec<_>>(),
         cors_origins = config.cors.allowed_origins.len(),
+        max_connections = server.max_connections,
         "sidekey is listening"
     );
     stop.await;

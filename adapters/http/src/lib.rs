@@ -20,7 +20,8 @@
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
 //! - [`cors`]: CORS for the configured browser origins on the session and proxy routes.
 //! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
-//! - [`server`]: the connections, and a valid `GET /v1/auth/verify` answered before poem.
+//! - [`server`]: the connections (bounded: header and idle timeouts, head size, connection cap), and a
+//!   valid `GET /v1/auth/verify` answered before poem.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -42,7 +43,7 @@ use sidekey_application::{CallerAuthenticator, Metering, SessionService};
 pub use api::auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
 pub use rate_limit::{FailureLimiter, FailureQuota};
-pub use server::{HttpApp, serve};
+pub use server::{HttpApp, ServerSettings, Timeouts, listen, serve};
 
 pub use config::{CorsConfig, HttpConfig, HttpConfigError};
 pub use proxy::{Proxy, UpstreamSettings};
