@@ -298,21 +298,44 @@ impl Drop for ConfigFile {
     }
 }
 
+/// A server started by a test: stopped gracefully by [`Server::stop`], killed if the test fails first
+/// (a panicking test would leave it running otherwise).
+struct Server {
+    child: Option<std::process::Child>,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// SIGTERM, and a clean exit within 20 s.
+    fn stop(mut self) {
+        let mut child = self.child.take().expect("stopped once");
+        terminate(&child);
+        let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts sidekey with `toml` as its configuration file.
 fn start_configured(
     test: &str,
     toml: &str,
-) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>, ConfigFile) {
+) -> (Server, String, std::sync::mpsc::Receiver<String>, ConfigFile) {
     let config = ConfigFile::new(test, toml);
     let (child, addr, logs) =
         start_with(&["--config", config.path.to_str().unwrap()], &[("SIDEKEY_SECRET_OPENAI_PROD", REAL_KEY)]);
-    (child, addr, logs, config)
-}
-
-fn stop(mut child: std::process::Child) {
-    terminate(&child);
-    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert!(status.success(), "exit status {status:?}");
+    (Server { child: Some(child) }, addr, logs, config)
 }
 
 /// The value of one series (`name` or `name{labels}`) in Prometheus text; 0 when absent.
@@ -368,7 +391,7 @@ async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin), within: Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
     let header_timeout = Duration::from_millis(1000);
-    let (child, addr, _logs, _config) = start_configured(
+    let (server, addr, _logs, _config) = start_configured(
         "slow-head",
         &format!("[http]\nheader_read_timeout_ms = {}\n", header_timeout.as_millis()),
     );
@@ -401,7 +424,7 @@ async fn a_request_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout() {
     assert_eq!(answer(&mut keep_alive, healthz.as_bytes()).await.status, 200);
     tokio::time::sleep(header_timeout * 2).await;
     assert_eq!(answer(&mut keep_alive, healthz.as_bytes()).await.status, 200, "still open after a pause");
-    stop(child);
+    server.stop();
 }
 
 /// Idle connections opened: as close to 20,000 as this process's open-file limit allows.
@@ -419,7 +442,7 @@ async fn nineteen_thousand_idle_connections_are_each_closed_after_the_idle_timeo
     // Long enough that every connection is open before the first is closed on an unloaded machine; a
     // loaded one opens them more slowly, and the peak printed says how many were open at once.
     let idle_timeout = Duration::from_secs(20);
-    let (child, addr, _logs, _config) = start_configured(
+    let (server, addr, _logs, _config) = start_configured(
         "idle",
         &format!(
             "[http]\nidle_timeout_ms = {}\nmax_connections = {}\n",
@@ -427,7 +450,7 @@ async fn nineteen_thousand_idle_connections_are_each_closed_after_the_idle_timeo
             count + 16
         ),
     );
-    let pid = child.id();
+    let pid = server.pid();
     let before = resident_kib(pid);
     // Scrapes keep this connection busy, so it is never idle itself (and it is one of the open ones).
     let mut scraper = TcpStream::connect(&addr).await.unwrap();
@@ -512,7 +535,7 @@ async fn nineteen_thousand_idle_connections_are_each_closed_after_the_idle_timeo
     // task may run a while after its connection was accepted (or closed) on a busy machine.
     assert!(earliest >= idle_timeout, "closed before its time: {earliest:?}");
     assert!(latest < idle_timeout + Duration::from_secs(10), "closed late: {latest:?}");
-    stop(child);
+    server.stop();
 }
 
 const FLOOD_CLIENTS: usize = 2_000;
@@ -534,8 +557,8 @@ enum FloodOutcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_oversized_heads_get_431_and_memory_stays_bounded() {
     let _heavy = DESCRIPTOR_HEAVY.lock().await;
-    let (child, addr, _logs, _config) = start_configured("header-flood", "");
-    let pid = child.id();
+    let (server, addr, _logs, _config) = start_configured("header-flood", "");
+    let pid = server.pid();
     let before = resident_kib(pid);
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -595,7 +618,7 @@ async fn two_thousand_oversized_heads_get_431_and_memory_stays_bounded() {
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     let healthz = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     assert_eq!(answer(&mut stream, healthz.as_bytes()).await.status, 200, "and the server still answers");
-    stop(child);
+    server.stop();
 }
 
 const CAP: usize = 64;
@@ -621,7 +644,7 @@ async fn timed_verify(stream: &mut TcpStream, request: &[u8]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_new_connections_are_refused_while_served_ones_keep_answering() {
     let _heavy = DESCRIPTOR_HEAVY.lock().await;
-    let (child, addr, _logs, _config) =
+    let (server, addr, _logs, _config) =
         start_configured("cap", &format!("[http]\nmax_connections = {CAP}\n"));
     let token = issue_token(&addr).await;
     let request = verify_request(&addr, &token);
@@ -720,7 +743,7 @@ async fn at_the_connection_cap_new_connections_are_refused_while_served_ones_kee
     let mut newcomer = TcpStream::connect(&addr).await.unwrap();
     assert_eq!(answer(&mut newcomer, &request).await.status, 200);
     drop(held);
-    stop(child);
+    server.stop();
 }
 
 /// An upstream that answers every request with a server-sent-event stream: one event at once, another
@@ -756,7 +779,7 @@ async fn a_streamed_answer_whose_upstream_is_silent_past_the_idle_timeout_is_not
     let idle_timeout = Duration::from_millis(1000);
     let silence = idle_timeout * 5 / 2;
     let upstream = silent_stream_upstream(silence).await;
-    let (child, addr, _logs, _config) = start_configured(
+    let (server, addr, _logs, _config) = start_configured(
         "silent-stream",
         &format!(
             "[http]\nidle_timeout_ms = {}\n\n[[upstreams]]\nname = \"sse\"\nbase_url = \"http://{upstream}\"\n\
@@ -797,5 +820,5 @@ async fn a_streamed_answer_whose_upstream_is_silent_past_the_idle_timeout_is_not
          the connection closed {closed_after:?} after it ended"
     );
     assert!(closed_after >= idle_timeout - Duration::from_millis(50), "{closed_after:?}");
-    stop(child);
+    server.stop();
 }
