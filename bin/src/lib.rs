@@ -325,6 +325,9 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The admin listener's address, when `admin.listen` is set.
     pub admin_addr: Option<SocketAddr>,
+    /// The connection cap in force on each listener (`http.max_connections`, or its default from the
+    /// open-file limit).
+    pub max_connections: usize,
     shutdown: Option<watch::Sender<bool>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -364,17 +367,26 @@ pub async fn spawn_on(
     metrics: Option<MetricsRenderer>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<RunningServer> {
+    let open_file_limit = open_file_limit();
+    let settings = config.http.server_settings(open_file_limit).context("invalid [http]")?;
+    if settings.max_connections as u64 >= open_file_limit {
+        tracing::warn!(
+            max_connections = settings.max_connections,
+            open_file_limit,
+            "http.max_connections is not below the open-file limit: past the limit, new connections wait \
+             in the listen backlog and upstream connections fail"
+        );
+    }
     let apps = build_on(config, metrics, clock).await?;
-    let listener = bind(config.listen_addr()?).await?;
+    let listener = bind(config.listen_addr()?)?;
     let addr = listener.local_addr().context("the listener has no TCP address")?;
     let admin = match (apps.admin, config.admin.listen_addr()?) {
-        (Some(app), Some(admin_addr)) => Some((bind(admin_addr).await?, app)),
+        (Some(app), Some(admin_addr)) => Some((bind(admin_addr)?, app)),
         _ => None,
     };
     let admin_addr =
         admin.as_ref().map(|(listener, _)| listener.local_addr()).transpose().context("no admin address")?;
     let (shutdown, signal) = watch::channel(false);
-    let grace = config.http.shutdown_grace();
     // Both listeners stop on the one signal (or when the sender is dropped).
     let stopping = move || {
         let mut signal = signal.clone();
@@ -382,23 +394,37 @@ pub async fn spawn_on(
             let _ = signal.wait_for(|stop| *stop).await;
         }
     };
+    let max_connections = settings.max_connections;
     let task = tokio::spawn(async move {
-        let public = http::serve(listener, apps.public, stopping(), grace);
         match admin {
-            None => public.await,
+            None => http::serve(listener, apps.public, settings, stopping()).await,
             Some((admin_listener, admin_app)) => {
-                let admin = http::serve(admin_listener, admin_app, stopping(), grace);
+                let public = http::serve(listener, apps.public, settings.clone(), stopping());
+                let admin = http::serve(admin_listener, admin_app, settings, stopping());
                 let (public, admin) = tokio::join!(public, admin);
                 public.and(admin)
             }
         }
     });
-    Ok(RunningServer { addr, admin_addr, shutdown: Some(shutdown), task })
+    Ok(RunningServer { addr, admin_addr, max_connections, shutdown: Some(shutdown), task })
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    http::listen(addr).with_context(|| format!("cannot listen on {addr}"))
 }
+
+/// The process's soft limit on open files (`sidekey serve` raises it to the hard limit first).
+fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    if let Ok((soft, _hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        return soft;
+    }
+    // Unknown: the usual default soft limit.
+    FALLBACK_OPEN_FILE_LIMIT
+}
+
+/// The open-file limit assumed when the system does not say: the usual default soft limit on Linux.
+const FALLBACK_OPEN_FILE_LIMIT: u64 = 1024;
 
 /// Runs the server until `stop` completes, then shuts down gracefully.
 ///
@@ -418,6 +444,7 @@ pub async fn serve(
         admin_api = config.admin.token.is_some(),
         upstreams = ?config.upstreams.iter().map(|upstream| upstream.name.as_str()).collect::<Vec<_>>(),
         cors_origins = config.cors.allowed_origins.len(),
+        max_connections = server.max_connections,
         "sidekey is listening"
     );
     stop.await;

@@ -22,7 +22,8 @@
 //! - [`issue_rate`]: the rate of `POST /v1/sessions` per client address.
 //! - [`rate_limit`]: clients that send too many failed requests are refused for a while.
 //! - [`trusted_proxies`]: whose forwarding headers are believed, and so which address is the client's.
-//! - [`server`]: the connections, and a valid `GET /v1/auth/verify` answered before poem.
+//! - [`server`]: the connections (bounded: header and idle timeouts, head size, connection cap), and a
+//!   valid `GET /v1/auth/verify` answered before poem.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -47,7 +48,7 @@ pub use api::auth::{AdminCredential, VerifiedSession, authenticate};
 pub use cors::{CorsConfigError, CorsSettings};
 pub use issue_rate::IssueLimiter;
 pub use rate_limit::{FailureLimiter, FailureQuota};
-pub use server::{HttpApp, serve};
+pub use server::{HttpApp, ServerSettings, Timeouts, listen, serve};
 pub use trusted_proxies::ProxyTrust;
 
 pub use config::{CorsConfig, HttpConfig, HttpConfigError};

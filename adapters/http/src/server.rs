@@ -1,4 +1,4 @@
-//! The HTTP server: hyper's connections, with a valid forward-auth check answered before poem.
+//! The HTTP server: the connections, bounded, with a valid forward-auth check answered before poem.
 //!
 //! `GET /v1/auth/verify` sits on every request of every user, and poem's server, router and
 //! middleware cost several times what verifying a token does (`docs/BENCHMARKS.md`, "Where verify's
@@ -9,9 +9,31 @@
 //! decision still has one implementation. A token the fast path refused travels with the request
 //! (`PriorVerification`), so the route answers it without asking the store again.
 //!
-//! Connections are HTTP/1.1 or HTTP/2 (prior knowledge), as with poem's server. On shutdown the
-//! listener closes, idle connections close, in-flight requests finish, and whatever is still running
-//! after the grace period is cut.
+//! Connections are HTTP/1.1 or HTTP/2 (prior knowledge), told apart by their first bytes. Hostile
+//! clients are bounded (`[http]`, [`ServerSettings`]): a request head must arrive within the header
+//! timeout once it has begun, and stay under the size limit (431); a connection with nothing in flight
+//! and nothing moving is closed after the idle timeout; past the connection cap, new connections are
+//! closed at once while the accepted ones keep being served. On shutdown the listener closes, idle
+//! connections close, in-flight requests finish, and whatever is still running after the grace period
+//! is cut.
+//!
+//! # Layout
+//! - this file: the accept loop, the application and its forward-auth fast path.
+//! - [`connection`]: one connection: protocol, hyper, and the supervisor that closes it.
+//! - [`activity`]: what a connection is doing (bytes, requests in flight, a head arriving).
+//! - [`limit`]: the connection cap.
+//!
+//! Why not hyper's own pieces (hyper 1.12, hyper-util 0.1.21): hyper's `header_read_timeout` also runs
+//! while a keep-alive connection waits for its next request, so it would close idle connections at the
+//! header timeout rather than the idle one, and it does not exist for HTTP/2; hyper-util's `auto`
+//! builder does not pass hyper's exact `max_header_size` on, only `max_buf_size` (a floor of 8 KiB, and
+//! checked only while a head is incomplete, so a larger head that arrives in one read passes); its
+//! `GracefulShutdown` has no idle close. Telling the protocols apart takes a few lines, so the server
+//! uses hyper's two builders.
+
+mod activity;
+mod connection;
+mod limit;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,14 +45,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use poem::endpoint::BoxEndpoint;
 use poem::http::{HeaderMap, Method, header};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Response};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::auth::PriorVerification;
@@ -38,14 +58,35 @@ use crate::forward_auth::{VerifiedHeaders, checks_the_forwarded_route, finish, l
 use crate::rate_limit::FailureLimiter;
 use crate::{HttpState, Surface};
 
+pub use activity::Timeouts;
+use connection::{Ending, Protocols};
+use limit::ConnectionLimit;
+
 /// The body type hyper sends: poem's, so its answers and the fast path's share one connection type.
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
 /// The forward-auth route the fast path answers.
 pub const VERIFY_PATH: &str = "/v1/auth/verify";
 
-/// Largest HTTP/2 header list accepted, as poem's server has it.
-const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// The listen backlog: connections the kernel completes and holds until the server accepts them. A
+/// burst past it (a thousand clients reconnecting at once, a flood at the connection cap) has its
+/// handshakes dropped or answered with SYN cookies, and clients retry only after a second or more. The
+/// 128 that `TcpListener::bind` asks for (as std does) overflowed when 500 clients connected at once on a
+/// loaded machine; Linux caps the value at `net.core.somaxconn` (4096 by default since 5.4).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` for [`serve`], with room for bursts of new connections ([`LISTEN_BACKLOG`]).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restarted server binds again at once, past the old TIME_WAITs.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// How long to wait before accepting again after an error that is not one connection's (out of file
 /// descriptors, say): retrying at once would spin a core while nothing can change.
@@ -94,22 +135,35 @@ impl HttpApp {
     }
 }
 
+/// How the server treats connections ([`crate::HttpConfig::server_settings`] reads them from `[http]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// The header and idle timeouts.
+    pub timeouts: Timeouts,
+    /// Largest request head (request line and headers; on HTTP/2 the header list), in bytes.
+    pub max_header_bytes: u32,
+    /// Most connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// On shutdown, how long in-flight requests may take to finish before they are cut.
+    pub shutdown_grace: Duration,
+}
+
 /// Serves `app` on `listener` until `stop` completes; then stops accepting, lets in-flight requests
-/// finish for up to `grace`, and cuts the rest.
+/// finish for up to the grace period, and cuts the rest.
 ///
 /// # Errors
 /// When the listener has no local address.
 pub async fn serve(
     listener: TcpListener,
     app: HttpApp,
+    settings: ServerSettings,
     stop: impl Future<Output = ()>,
-    grace: Duration,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let app = Arc::new(app);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
-    let graceful = GracefulShutdown::new();
+    let protocols = Arc::new(Protocols::new(settings.timeouts, settings.max_header_bytes));
+    let limit = ConnectionLimit::new(settings.max_connections);
+    let (shutdown, shutdown_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(stop);
     loop {
@@ -122,14 +176,23 @@ pub async fn serve(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Past the cap: closed at once (and counted), the served ones unaffected.
+                    let Some(permit) = limit.try_acquire() else { continue };
                     // Answers are small and complete: send each at once rather than after Nagle's wait.
                     let _ = stream.set_nodelay(true);
                     let service = ConnectionService { app: app.clone(), local, peer };
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
+                    let connection = connection::serve(
+                        stream,
+                        service,
+                        protocols.clone(),
+                        shutdown_signal.clone(),
+                        permit,
+                    );
                     connections.spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%error, %peer, "connection ended with an error");
+                        match connection.await {
+                            Ok(Ending::Closed) => {}
+                            Ok(Ending::Cut) => tracing::debug!(%peer, "connection cut"),
+                            Err(error) => tracing::debug!(%error, %peer, "connection ended with an error"),
                         }
                     });
                 }
@@ -142,7 +205,10 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    shutdown.send_replace(true);
+    let grace = settings.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
         tracing::warn!(
             connections = connections.len(),
             grace_seconds = grace.as_secs_f64(),
