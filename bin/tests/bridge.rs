@@ -417,9 +417,9 @@ async fn a_rotation_announced_by_hand_or_seen_by_the_bridge_revokes_on_every_ins
         tokens.push(body["token"].as_str().unwrap().to_owned());
     }
 
-    // By hand: `sidekey announce`.
+    // By hand: `sidekey announce`, naming the key in another case (one name, whatever the spelling).
     let status = Command::new(SIDEKEY)
-        .args(["announce", KEY_ID])
+        .args(["announce", &KEY_ID.to_ascii_uppercase()])
         .arg("--config")
         .arg(bus.config_file(0))
         .env("SIDEKEY_SECRETS", &bus.url)

@@ -1,6 +1,6 @@
 //! The real executable under pressure: ten thousand open connections, a shutdown in the middle of
 //! load, and hostile clients (slow heads, idle connections by the ten thousand, oversized heads, more
-//! connections than the cap). Each test is a bounded loop on loopback that stops by itself.
+//! connections than the cap, a flood of issuances). Each test is a bounded loop on loopback that stops by itself.
 //!
 //! The figures they print (`cargo test -p sidekey --test resilience -- --nocapture`) are the ones
 //! `docs/BENCHMARKS.md` records.
@@ -85,14 +85,8 @@ fn verify_request(addr: &str, token: &str) -> Vec<u8> {
 }
 
 async fn issue_token(addr: &str) -> String {
-    let body = r#"{"secret_key_id":"openai-prod"}"#;
-    let request = format!(
-        "POST /v1/sessions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let issued = answer(&mut stream, request.as_bytes()).await;
+    let issued = answer(&mut stream, &issue_request(addr)).await;
     assert_eq!(issued.status, 201, "{}", issued.body);
     let issued: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
     issued["token"].as_str().unwrap().to_owned()
@@ -820,5 +814,91 @@ async fn a_streamed_answer_whose_upstream_is_silent_past_the_idle_timeout_is_not
          the connection closed {closed_after:?} after it ended"
     );
     assert!(closed_after >= idle_timeout - Duration::from_millis(50), "{closed_after:?}");
+    server.stop();
+}
+
+/// `POST /v1/sessions` for `openai-prod`, keeping the connection open.
+fn issue_request(addr: &str) -> Vec<u8> {
+    let body = r#"{"secret_key_id":"openai-prod"}"#;
+    format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A connection to `addr` from the loopback address `from` (all of 127.0.0.0/8 is the loopback
+/// interface's), so that one test plays two clients the server tells apart by their TCP peer.
+async fn connect_from(from: &str, addr: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Issuances one client may make per minute in the flood test.
+const ISSUE_PER_MINUTE: u32 = 120;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_flooding_issuance_is_limited_while_another_issues_and_verifies_as_usual() {
+    let (server, addr, _logs, _config) = start_configured(
+        "issue-flood",
+        &format!(
+            "[http]\nissue_per_client_per_minute = {ISSUE_PER_MINUTE}\nfailed_requests_per_second = 0\n"
+        ),
+    );
+    let issue = issue_request(&addr);
+    let started = Instant::now();
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, issue) = (addr.clone(), issue.clone());
+            tokio::spawn(async move {
+                let mut stream = connect_from("127.0.0.2", &addr).await;
+                let (mut created, mut limited) = (0_u32, 0_u32);
+                for _ in 0..500 {
+                    let answered = answer(&mut stream, &issue).await;
+                    match answered.status {
+                        201 => created += 1,
+                        429 => {
+                            assert!(answered.body.contains("\"rate_limited\""), "{}", answered.body);
+                            limited += 1;
+                        }
+                        other => panic!("{other}: {}", answered.body),
+                    }
+                }
+                (created, limited)
+            })
+        })
+        .collect();
+
+    // Meanwhile another client issues and verifies: every one succeeds.
+    let mut other = connect_from("127.0.0.3", &addr).await;
+    let others = 100;
+    for _ in 0..others {
+        let issued = answer(&mut other, &issue).await;
+        assert_eq!(issued.status, 201, "another client's issuance: {}", issued.body);
+        let token = serde_json::from_str::<serde_json::Value>(&issued.body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(answer(&mut other, &verify_request(&addr, &token)).await.status, 200);
+    }
+
+    let (mut created, mut limited) = (0, 0);
+    for flooder in flooders {
+        let (c, l) = flooder.await.unwrap();
+        created += c;
+        limited += l;
+    }
+    let took = started.elapsed();
+    // The minute's allowance at once, then one more per 60 s / ISSUE_PER_MINUTE of the flood.
+    let replenished = (took.as_secs_f64() * f64::from(ISSUE_PER_MINUTE) / 60.0).ceil() as u32;
+    println!(
+        "issuance flood: {created} sessions created and {limited} refused (429) for one client in {took:?} \
+         at {ISSUE_PER_MINUTE}/minute; another client issued and verified {others} times without a refusal"
+    );
+    assert!(created >= ISSUE_PER_MINUTE, "the allowance is given: {created}");
+    assert!(created <= ISSUE_PER_MINUTE + replenished, "{created} created, {replenished} replenished");
+    assert_eq!(created + limited, 2000);
     server.stop();
 }

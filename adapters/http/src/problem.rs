@@ -517,7 +517,8 @@ pub enum TokenFailure {
     /// `missing_token` or `invalid_token`, with an RFC 6750 challenge.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// `rate_limited`: too many failed requests from this client address; retry after the given seconds.
+    /// `rate_limited` (too many failed requests, or issuances, from this client address) or
+    /// `quota_exceeded` (a limit or budget used up); retry after the given seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// `store_unavailable`: fail closed; retry after the given seconds.
@@ -564,7 +565,8 @@ pub enum ApiFailure {
     /// `validation_failed` (the detail names the field) or `unknown_secret_key_id`.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
-    /// `rate_limited`: too many failed requests from this client address; retry after the given seconds.
+    /// `rate_limited` (too many failed requests, or issuances, from this client address) or
+    /// `quota_exceeded` (a limit or budget used up); retry after the given seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// `secret_source_error`.

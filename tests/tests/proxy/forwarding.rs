@@ -4,8 +4,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sidekey_tests::{
-    OTHER_SECRET_KEY_ID, SECRET_KEY_ID, assert_invalid_token, assert_missing_token, assert_problem, header,
-    send,
+    OTHER_SECRET_KEY_ID, REVOKED, SECRET_KEY_ID, assert_invalid_token, assert_missing_token, assert_problem,
+    header, send,
 };
 
 use super::upstream::FakeUpstream;
@@ -137,6 +137,39 @@ async fn exact_names_and_trailing_star_patterns_decide_which_keys_go_where() {
     }
     let targets: Vec<String> = upstream.seen().into_iter().map(|seen| seen.target).collect();
     assert_eq!(targets, ["/exact/ping", "/pattern/ping", "/pattern/ping", "/everything/ping"]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_name_in_another_case_is_the_same_key_for_allowlists_and_revocation() {
+    let upstream = FakeUpstream::start().await;
+    let app = app_with(vec![
+        upstream_config("exact", &upstream.url("/exact"), &["OpenAI-Prod"]),
+        upstream_config("pattern", &upstream.url("/pattern"), &["OPENAI-*"]),
+    ])
+    .await;
+    let shouted = app.issue_token("OPENAI-PROD", None).await;
+    for name in ["exact", "pattern"] {
+        let path = format!("/v1/proxy/{name}/ping");
+        assert_eq!(
+            send(app.request(Method::GET, &path, Some(&shouted.token))).await.status(),
+            StatusCode::OK
+        );
+    }
+    for seen in upstream.seen() {
+        assert_eq!(seen.header("authorization"), Some(format!("Bearer {}", app.real_key).as_str()));
+    }
+
+    // Revoking the key by its canonical name reaches the session issued under another spelling.
+    let revoked = send(
+        app.admin(Method::POST, "/v1/admin/revocations")
+            .json(&serde_json::json!({ "secret_key_id": SECRET_KEY_ID })),
+    )
+    .await;
+    assert_eq!(revoked.json::<Value>().await.unwrap()["revoked"], 1);
+    let refused = send(app.request(Method::GET, "/v1/proxy/pattern/ping", Some(&shouted.token))).await;
+    assert_invalid_token(refused, REVOKED).await;
+    assert_eq!(upstream.seen().len(), 2, "nothing more reached the upstream");
     app.shutdown().await;
 }
 
