@@ -1,8 +1,9 @@
 //! The parsers of client-supplied identifiers: `Token::parse` (the bearer token), `SecretRef::parse`
 //! (`secret_key_id`), `Subject::parse` and `SessionId::parse`, on arbitrary UTF-8.
 //!
-//! Properties: no panic; each parse is deterministic; what parses round-trips to the same text; and
-//! every token built from 32 random bytes parses back to itself.
+//! Properties: no panic; each parse is deterministic; what parses round-trips to the same text (a
+//! secret name to its lower-case canonical form); and every token built from 32 random bytes parses
+//! back to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -32,8 +33,12 @@ fuzz_target!(|data: &[u8]| {
     let secret_ref = SecretRef::parse(text);
     assert_eq!(secret_ref, SecretRef::parse(text), "SecretRef::parse is deterministic");
     if let Ok(secret_ref) = &secret_ref {
-        assert_eq!(secret_ref.as_str(), text);
-        assert_eq!(secret_ref.to_string(), text);
+        // Names are case-insensitive: what parses is kept in its canonical lower case, and the
+        // canonical form parses back to itself.
+        let canonical = text.to_ascii_lowercase();
+        assert_eq!(secret_ref.as_str(), canonical);
+        assert_eq!(secret_ref.to_string(), canonical);
+        assert_eq!(SecretRef::parse(&canonical).as_ref(), Ok(secret_ref));
     }
 
     let subject = Subject::parse(text);
