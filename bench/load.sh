@@ -38,9 +38,12 @@ wait_for "http://127.0.0.1:$HYPER_PORT/"
 # sidekey on the given store: one tokio worker on one core, warn-level logs (an audit line per issue
 # would measure the terminal). Prints nothing; leaves its pid in $sidekey_pid.
 start_sidekey() { # store-url prefix
+  # wrk issues from one address far past the per-client issuance limit, which would answer 429s.
+  printf '[http]\nissue_per_client_per_minute = 0\n' >"$work/sidekey.toml"
   SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \
     SIDEKEY_STORE="$1" SIDEKEY_STORE_PREFIX="$2" \
-    taskset -c $SERVER_CORE target/release/sidekey serve --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
+    taskset -c $SERVER_CORE target/release/sidekey serve --config "$work/sidekey.toml" --listen 127.0.0.1:$SIDEKEY_PORT \
+    >"$work/sidekey.log" 2>&1 &
   sidekey_pid=$!
   pids+=($sidekey_pid)
   wait_for "http://127.0.0.1:$SIDEKEY_PORT/healthz"

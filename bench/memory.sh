@@ -3,6 +3,8 @@
 #
 #   bash bench/memory.sh                       # start-up ×20, then 100k and 1M sessions
 #   STARTS=50 SESSIONS="100000 1000000" bash bench/memory.sh
+#   SHAPE=full SESSIONS=100000 bash bench/memory.sh   # each session at its largest: metadata at
+#                                                     # session.max_metadata_bytes, scope and limits
 #
 # Start-up: from exec to the first 200 of /readyz, polled every millisecond (so up to 1 ms late).
 # Idle memory: VmRSS one second after ready, nothing issued. Per session: sessions are issued with wrk
@@ -54,9 +56,40 @@ print(f"  start-up ms: median {statistics.median(times):.1f}  min {min(times):.1
 print(f"  idle RSS KiB: median {statistics.median(idle):.0f}  min {min(idle)}  max {max(idle)}")
 PY
 
-cat >"$work/issue_n.lua" <<'LUA'
+# SHAPE=full: 8 metadata entries of 2 + 250 bytes (2016 of the 2048 bytes session.max_metadata_bytes
+# allows by default), four scope rules and four limits: the most a session can hold.
+if [ "${SHAPE:-bare}" = full ]; then
+  ISSUE_BODY=$(python3 -c 'import json
+print(json.dumps({"secret_key_id": "bench-key",
+  "metadata": {f"k{i}": chr(97 + i) * 250 for i in range(8)},
+  "scope": {"upstreams": ["bench"], "routes": ["POST /v1/chat/completions"], "models": ["gpt-4o-mini"],
+            "origins": ["https://chat.example.com"]},
+  "limits": {"max_requests": 1000, "requests_per_minute": 60, "max_tokens": 100000,
+             "max_output_tokens_per_request": 2048}}))')
+  cat >"$work/sidekey.toml" <<CONF
+[http]
+issue_per_client_per_minute = 0
+[[upstreams]]
+name = "bench"
+base_url = "http://127.0.0.1:9"
+allowed_secret_key_ids = ["bench-key"]
+[limits.ceiling]
+max_requests = 1000
+requests_per_minute = 60
+max_tokens = 100000
+max_output_tokens_per_request = 2048
+CONF
+  CONFIG_ARGS=(--config "$work/sidekey.toml")
+else
+  ISSUE_BODY='{"secret_key_id":"bench-key"}'
+  # One client issues every session: the per-client issuance limit would refuse most of them.
+  printf '[http]\nissue_per_client_per_minute = 0\n' >"$work/sidekey.toml"
+fi
+CONFIG_ARGS=(--config "$work/sidekey.toml")
+
+cat >"$work/issue_n.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"secret_key_id":"bench-key"}'
+wrk.body = [[$ISSUE_BODY]]
 wrk.headers["Content-Type"] = "application/json"
 local count, limit = 0, tonumber(os.getenv("ISSUE_COUNT"))
 response = function(status, headers, body)
@@ -66,13 +99,13 @@ end
 LUA
 
 SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn \
-  taskset -c $SERVER_CORE target/release/sidekey serve --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
+  taskset -c $SERVER_CORE target/release/sidekey serve "${CONFIG_ARGS[@]}" --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
 pid=$!
 pids+=($pid)
 wait_for "http://127.0.0.1:$SIDEKEY_PORT/readyz"
 sleep 1
 idle=$(rss_kib $pid)
-echo "resident memory per live session (one secret_key_id, no subject or metadata):"
+echo "resident memory per live session (SHAPE=${SHAPE:-bare}: $(printf %s "$ISSUE_BODY" | wc -c)-byte issuance body):"
 live_sessions() { curl -fs "http://127.0.0.1:$SIDEKEY_PORT/metrics" | awk '/^sidekey_sessions_live / {print $2}'; }
 issued=0
 for target in $SESSIONS; do

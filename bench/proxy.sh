@@ -21,14 +21,26 @@ LOAD_CORE=1
 source bench/common.sh
 
 # The upstream: a small JSON answer to any method, as an LLM API's cheapest call (`GET /v1/models`).
+# POST answers a chat completion with its usage, which the metered rows read and settle.
 start_nginx "keepalive_requests 1000000; client_body_buffer_size 16k;" \
-  "location / { default_type application/json; return 200 '{\"object\":\"list\",\"data\":[]}'; }"
+  "location / { default_type application/json;
+     if (\$request_method = POST) { return 200 '{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":250,\"completion_tokens\":10,\"total_tokens\":260}}'; }
+     return 200 '{\"object\":\"list\",\"data\":[]}'; }"
 
 cat >"$work/sidekey.toml" <<CONF
 [[upstreams]]
 name = "bench"
 base_url = "http://127.0.0.1:$NGINX_PORT"
 allowed_secret_key_ids = ["bench-key"]
+routes = ["GET /v1/models", "POST /v1/chat/completions"]
+models = ["gpt-4o-mini"]
+usage = "openai"
+
+# High enough that no row is refused: the rows measure the checks and the counting, not the refusals.
+[limits.ceiling]
+max_requests = 1000000000
+requests_per_minute = 1000000000
+max_tokens = 1000000000000
 CONF
 # warn-level logs: the per-request "proxied" line would measure the terminal.
 SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \
@@ -36,8 +48,16 @@ SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_T
   --listen 127.0.0.1:$SIDEKEY_PORT >"$work/sidekey.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$SIDEKEY_PORT/healthz"
-TOKEN=$(curl -fs -X POST "http://127.0.0.1:$SIDEKEY_PORT/v1/sessions" -H 'content-type: application/json' \
-  -d '{"secret_key_id":"bench-key"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+issue() { # body → token
+  curl -fs -X POST "http://127.0.0.1:$SIDEKEY_PORT/v1/sessions" -H 'content-type: application/json' \
+    -d "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+# Unscoped: the checks of every request (token, upstream, allowlist, path, the upstream's routes).
+TOKEN=$(issue '{"secret_key_id":"bench-key"}')
+# Scoped and counted: route, model (the body is read), the per-minute rate and max_requests.
+SCOPED_TOKEN=$(issue '{"secret_key_id":"bench-key","scope":{"routes":["GET /v1/models","POST /v1/chat/completions"],"models":["gpt-4o-mini"]},"limits":{"max_requests":1000000000,"requests_per_minute":1000000000}}')
+# Metered as well: each POST reserves tokens and settles with the usage in the answer.
+METERED_TOKEN=$(issue '{"secret_key_id":"bench-key","scope":{"models":["gpt-4o-mini"]},"limits":{"max_requests":1000000000,"requests_per_minute":1000000000,"max_tokens":1000000000000}}')
 
 # A chat completion request of about 1 KiB.
 python3 - "$work/post.lua" <<'PY'
@@ -57,11 +77,19 @@ report() { # name connections result...
 }
 direct="http://127.0.0.1:$NGINX_PORT/v1/models"
 proxied="http://127.0.0.1:$SIDEKEY_PORT/v1/proxy/bench/v1/models"
+direct_chat="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+proxied_chat="http://127.0.0.1:$SIDEKEY_PORT/v1/proxy/bench/v1/chat/completions"
 for c in $CONNECTIONS; do
   report "direct GET /v1/models" "$c" $(measure "$c" "$direct")
   report "sidekey GET /v1/proxy/bench/v1/models" "$c" $(measure "$c" "$proxied" -H "Authorization: Bearer $TOKEN")
-  report "direct POST 1 KiB" "$c" $(measure "$c" "$direct" -s "$work/post.lua")
+  report "sidekey GET, scoped and counted" "$c" \
+    $(measure "$c" "$proxied" -H "Authorization: Bearer $SCOPED_TOKEN")
+  report "direct POST 1 KiB" "$c" $(measure "$c" "$direct_chat" -s "$work/post.lua")
   report "sidekey POST 1 KiB" "$c" \
-    $(measure "$c" "$proxied" -s "$work/post.lua" -H "Authorization: Bearer $TOKEN")
+    $(measure "$c" "$proxied_chat" -s "$work/post.lua" -H "Authorization: Bearer $TOKEN")
+  report "sidekey POST 1 KiB, scoped and counted" "$c" \
+    $(measure "$c" "$proxied_chat" -s "$work/post.lua" -H "Authorization: Bearer $SCOPED_TOKEN")
+  report "sidekey POST 1 KiB, metered" "$c" \
+    $(measure "$c" "$proxied_chat" -s "$work/post.lua" -H "Authorization: Bearer $METERED_TOKEN")
 done
 echo "sidekey RSS after the run: $(ps -o rss= -p "${pids[1]}") KiB"
