@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Proxy overhead on loopback: wrk against a local upstream (nginx) directly, then through sidekey's
-# `/v1/proxy/bench/…` with a session token, in one run. nginx (one worker) and sidekey (one tokio worker)
-# share core 0, as they would share a small box; wrk runs on core 1.
+# Proxy overhead on loopback: wrk against a local upstream (nginx) directly, through nginx's own
+# proxy_pass, then through sidekey's `/v1/proxy/bench/…` with a session token (plain, scoped and counted,
+# metered), in one run. nginx (one worker) and sidekey (one tokio worker) share core 0, as they would
+# share a small box; wrk runs on core 1.
 #
 #   bash bench/proxy.sh                         # 10 s per measurement, 1, 32 and 64 connections
 #   DURATION=30s CONNECTIONS="1 64" bash bench/proxy.sh
@@ -22,7 +23,14 @@ source bench/common.sh
 
 # The upstream: a small JSON answer to any method, as an LLM API's cheapest call (`GET /v1/models`).
 # POST answers a chat completion with its usage, which the metered rows read and settle.
-start_nginx "keepalive_requests 1000000; client_body_buffer_size 16k;" \
+# The same nginx worker also serves NGINX_PROXY_PORT, a plain `proxy_pass` to that upstream over pooled
+# keep-alive connections: the baseline for what any reverse proxy costs, in the same run.
+NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-18492}
+start_nginx "keepalive_requests 1000000; client_body_buffer_size 16k;
+  upstream llm { server 127.0.0.1:$NGINX_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PROXY_PORT;
+    location / { proxy_pass http://llm; proxy_http_version 1.1; proxy_set_header Connection \"\";
+                 proxy_set_header Authorization \"Bearer sk-bench-not-a-real-key\"; } }" \
   "location / { default_type application/json;
      if (\$request_method = POST) { return 200 '{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":250,\"completion_tokens\":10,\"total_tokens\":260}}'; }
      return 200 '{\"object\":\"list\",\"data\":[]}'; }"
@@ -78,13 +86,17 @@ report() { # name connections result...
 direct="http://127.0.0.1:$NGINX_PORT/v1/models"
 proxied="http://127.0.0.1:$SIDEKEY_PORT/v1/proxy/bench/v1/models"
 direct_chat="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+nginx_proxied="http://127.0.0.1:$NGINX_PROXY_PORT/v1/models"
+nginx_proxied_chat="http://127.0.0.1:$NGINX_PROXY_PORT/v1/chat/completions"
 proxied_chat="http://127.0.0.1:$SIDEKEY_PORT/v1/proxy/bench/v1/chat/completions"
 for c in $CONNECTIONS; do
   report "direct GET /v1/models" "$c" $(measure "$c" "$direct")
+  report "nginx proxy_pass GET" "$c" $(measure "$c" "$nginx_proxied")
   report "sidekey GET /v1/proxy/bench/v1/models" "$c" $(measure "$c" "$proxied" -H "Authorization: Bearer $TOKEN")
   report "sidekey GET, scoped and counted" "$c" \
     $(measure "$c" "$proxied" -H "Authorization: Bearer $SCOPED_TOKEN")
   report "direct POST 1 KiB" "$c" $(measure "$c" "$direct_chat" -s "$work/post.lua")
+  report "nginx proxy_pass POST 1 KiB" "$c" $(measure "$c" "$nginx_proxied_chat" -s "$work/post.lua")
   report "sidekey POST 1 KiB" "$c" \
     $(measure "$c" "$proxied_chat" -s "$work/post.lua" -H "Authorization: Bearer $TOKEN")
   report "sidekey POST 1 KiB, scoped and counted" "$c" \
