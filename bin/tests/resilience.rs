@@ -161,6 +161,20 @@ async fn ten_thousand_open_connections_and_verify_keeps_answering() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// Reads a request's head (up to its blank line) as the fake upstreams below do; `false` when the
+/// client left first.
+async fn read_request_head(stream: &mut TcpStream) -> bool {
+    let mut buffer = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|window| window == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => seen.extend_from_slice(&buffer[..read]),
+        }
+    }
+    true
+}
+
 /// An upstream that answers every request after `delay`, counting the requests it has received.
 async fn slow_upstream(delay: Duration) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,13 +186,8 @@ async fn slow_upstream(delay: Duration) -> (String, Arc<AtomicUsize>) {
             let Ok((mut stream, _)) = listener.accept().await else { return };
             let counter = counter.clone();
             tokio::spawn(async move {
-                let mut buffer = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => seen.extend_from_slice(&buffer[..read]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
@@ -749,13 +758,8 @@ async fn silent_stream_upstream(silence: Duration) -> String {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
-                let mut buffer = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => seen.extend_from_slice(&buffer[..read]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
