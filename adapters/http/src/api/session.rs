@@ -126,6 +126,9 @@ impl SessionView {
 
 /// Seconds left, rounded up: a session with half a second left still has "1", and a fresh one-hour
 /// session says 3600 rather than 3599.
+/// Rounded up, so that a session issued for `ttl_seconds` reports exactly that although some
+/// microseconds have passed since `issued_at`; a client must count from `expires_at` (or renew a
+/// second early, as the JavaScript client does) rather than trust the last fraction of a second.
 fn whole_seconds_left(session: &Session, now: SystemTime) -> u64 {
     let left = session.remaining_at(now);
     left.as_secs() + u64::from(left.subsec_nanos() > 0)
