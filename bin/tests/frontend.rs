@@ -75,8 +75,15 @@ fn run_node_suite(dir: &str, needs_chromium: bool) {
         .expect("node starts");
     let report = show(&output);
     assert!(output.status.success(), "node --test failed in {}:\n{report}", dir.display());
-    // Print the runner's summary, so the cargo log shows how many ran and how many skipped.
-    let summary: Vec<&str> = report.lines().filter(|line| line.starts_with("# ")).collect();
+    // Print the runner's counts and any skip with its reason, so the cargo log shows what ran.
+    let summary: Vec<&str> = report
+        .lines()
+        .filter(|line| {
+            ["# tests ", "# pass ", "# fail ", "# skipped "].iter().any(|head| line.starts_with(head))
+                || line.contains("# SKIP")
+        })
+        .map(str::trim)
+        .collect();
     eprintln!("{}: {}", dir.display(), summary.join(" | "));
 }
 
