@@ -7,6 +7,9 @@ const PROBLEM_TYPE = "application/problem+json";
 // How much earlier than `expires_in` says a token is treated as expired: the granularity of
 // `expires_in` (whole seconds).
 const EXPIRY_MARGIN_MS = 1000;
+// The shortest wait before a scheduled renewal, so that an app handing out nearly expired tokens
+// cannot make the client spin.
+const MIN_RENEWAL_DELAY_MS = 250;
 
 /**
  * An error that sidekey itself answered (RFC 9457 problem+json with a stable `code`), as opposed to an
@@ -82,6 +85,9 @@ function validateIssued(value) {
   if (!value || typeof value !== "object" || typeof value.token !== "string" || value.token === "") {
     throw new TypeError("getToken must resolve to the 201 body of POST /v1/sessions (with a `token`)");
   }
+  if (!Number.isFinite(Number(value.expires_in)) || value.expires_in === null) {
+    throw new TypeError("getToken must resolve to the 201 body of POST /v1/sessions (with `expires_in`)");
+  }
   return value;
 }
 
@@ -155,7 +161,7 @@ export function createSidekey({
     timer = setTimeout(() => {
       timer = null;
       renew(current?.token).catch((error) => emit({ type: "error", error }));
-    }, Math.max(0, ttl * fraction));
+    }, Math.max(MIN_RENEWAL_DELAY_MS, ttl * fraction));
     // In Node, a pending renewal must not keep the process alive.
     timer?.unref?.();
   }
@@ -208,7 +214,7 @@ export function createSidekey({
     timer = setTimeout(() => {
       timer = null;
       renew(current?.token).catch((error) => emit({ type: "error", error }));
-    }, Math.min(5000, left / 2));
+    }, Math.max(MIN_RENEWAL_DELAY_MS, Math.min(5000, left / 2)));
     timer?.unref?.();
   }
 

@@ -5,7 +5,10 @@
 //   node fake-openai.mjs            # listens on FAKE_OPENAI_PORT (default 8090)
 //
 // Importable too: `startFakeOpenAI({ port: 0, delayMs })` resolves to { url, requests, close }.
+// `GET /v1/realtime` upgrades to a WebSocket that greets with `session.created` and echoes each text
+// message, for the client's realtime test.
 import http from "node:http";
+import { createHash } from "node:crypto";
 import { pathToFileURL } from "node:url";
 
 const REPLY =
@@ -86,6 +89,36 @@ export function startFakeOpenAI({ port = 0, host = "127.0.0.1", delayMs = 30, re
     if (body.stream_options?.include_usage) response.write(chunk([], { usage }));
     response.end("data: [DONE]\n\n");
   });
+  server.on("upgrade", (request, socket) => {
+    requests.push({ method: request.method, url: request.url, headers: request.headers, body: null });
+    const key = request.headers["sec-websocket-key"];
+    if (!key || new URL(request.url, "http://fake").pathname !== "/v1/realtime") {
+      socket.end("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+    const offered = (request.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim()).filter(Boolean);
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${accept}\r\n` +
+        (offered.length ? `Sec-WebSocket-Protocol: ${offered[0]}\r\n` : "") +
+        "\r\n",
+    );
+    socket.write(textFrame(JSON.stringify({ type: "session.created" })));
+    let pending = Buffer.alloc(0);
+    socket.on("data", (data) => {
+      pending = Buffer.concat([pending, data]);
+      for (;;) {
+        const frame = readFrame(pending);
+        if (!frame) break;
+        pending = pending.subarray(frame.size);
+        if (frame.opcode === 0x8) return socket.end(Buffer.from([0x88, 0x00]));
+        if (frame.opcode === 0x9) socket.write(Buffer.concat([Buffer.from([0x8a, frame.payload.length]), frame.payload]));
+        if (frame.opcode === 0x1) socket.write(textFrame(frame.payload.toString("utf8")));
+      }
+    });
+    socket.on("error", () => socket.destroy());
+  });
   return new Promise((resolve) => {
     server.listen(port, host, () => {
       const address = server.address();
@@ -101,6 +134,40 @@ export function startFakeOpenAI({ port = 0, host = "127.0.0.1", delayMs = 30, re
       });
     });
   });
+}
+
+/** An unmasked server-to-client text frame. */
+function textFrame(text) {
+  const payload = Buffer.from(text, "utf8");
+  const head =
+    payload.length < 126
+      ? Buffer.from([0x81, payload.length])
+      : Buffer.from([0x81, 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([head, payload]);
+}
+
+/** One client frame (masked, as clients must) from the front of `buffer`, or null until it is whole. */
+function readFrame(buffer) {
+  if (buffer.length < 2) return null;
+  const opcode = buffer[0] & 0x0f;
+  let length = buffer[1] & 0x7f;
+  let offset = 2;
+  if (length === 126) {
+    if (buffer.length < 4) return null;
+    length = buffer.readUInt16BE(2);
+    offset = 4;
+  } else if (length === 127) {
+    if (buffer.length < 10) return null;
+    length = Number(buffer.readBigUInt64BE(2));
+    offset = 10;
+  }
+  const masked = (buffer[1] & 0x80) !== 0;
+  const mask = masked ? buffer.subarray(offset, offset + 4) : null;
+  if (masked) offset += 4;
+  if (buffer.length < offset + length) return null;
+  const payload = Buffer.from(buffer.subarray(offset, offset + length));
+  if (mask) for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i % 4];
+  return { opcode, payload, size: offset + length };
 }
 
 function json(response, status, value) {

@@ -57,10 +57,7 @@ test("eventSource() opens the path with a one-time ticket that sidekey accepts o
     headers: { authorization: `Bearer ${probe.token}` },
   });
   if (tickets.status === 404 || tickets.status === 405) {
-    const reason = `this sidekey has no ticket route yet (POST /v1/session/tickets answered ${tickets.status})`;
-    if (process.env.SIDEKEY_REQUIRE_REALTIME === "1") assert.fail(`SIDEKEY_REQUIRE_REALTIME=1 and ${reason}`);
-    t.skip(reason);
-    return;
+    return unsupported(t, `this sidekey has no ticket route yet (POST /v1/session/tickets answered ${tickets.status})`);
   }
   const { opened, Recorded } = recorder();
   const client = createSidekey({ baseUrl: sidekey.url, getToken: () => sidekey.issue(), EventSource: Recorded });
@@ -76,6 +73,41 @@ test("eventSource() opens the path with a one-time ticket that sidekey accepts o
     assert.equal(new URL(seen.url, "http://x").searchParams.has("sidekey_ticket"), false, "the ticket is not forwarded");
     const again = await fetch(url);
     assert.equal(again.status, 401, "a ticket is good once");
+  } finally {
+    client.close();
+  }
+});
+
+/** Skips with the reason, or fails under SIDEKEY_REQUIRE_REALTIME=1. */
+function unsupported(t, reason) {
+  if (process.env.SIDEKEY_REQUIRE_REALTIME === "1") assert.fail(`SIDEKEY_REQUIRE_REALTIME=1 and ${reason}`);
+  t.skip(reason);
+}
+
+test("websocket() reaches the upstream through sidekey with the real key, the token's subprotocol removed", async (t) => {
+  if (typeof WebSocket !== "function") {
+    return unsupported(t, "this Node has no WebSocket (Node 20: run with --experimental-websocket)");
+  }
+  const client = createSidekey({ baseUrl: sidekey.url, getToken: () => sidekey.issue() });
+  try {
+    const socket = await client.websocket("/v1/proxy/openai/v1/realtime?model=gpt-4o-mini");
+    const messages = [];
+    const opened = await new Promise((resolve) => {
+      socket.onopen = () => resolve(true);
+      socket.onerror = () => resolve(false);
+      socket.onclose = () => resolve(false);
+      socket.onmessage = (event) => messages.push(String(event.data));
+    });
+    if (!opened) return unsupported(t, "this sidekey does not upgrade proxied WebSockets yet");
+    assert.equal(socket.protocol, "sidekey");
+    socket.send("hello through sidekey");
+    const until = Date.now() + 5_000;
+    while (!messages.includes("hello through sidekey") && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(messages, [JSON.stringify({ type: "session.created" }), "hello through sidekey"]);
+    socket.close();
+    const upgrade = fake.requests.findLast((r) => r.url.startsWith("/v1/realtime"));
+    assert.equal(upgrade.headers.authorization, `Bearer ${sidekey.realKey}`);
+    assert.equal((upgrade.headers["sec-websocket-protocol"] ?? "").includes("sidekey-token."), false);
   } finally {
     client.close();
   }

@@ -38,7 +38,7 @@ failed_requests_per_second = 0
 name = "openai"
 base_url = "${upstreamUrl}"
 allowed_secret_key_ids = ["openai-*"]
-routes = ["POST /v1/chat/completions", "GET /v1/models"]
+routes = ["POST /v1/chat/completions", "GET /v1/models", "GET /v1/realtime"]
 models = ["gpt-4o-mini", "gpt-4.1-*"]
 
 ${toml}
