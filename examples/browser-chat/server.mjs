@@ -123,9 +123,18 @@ function passThrough(sidekeyUrl, request, response) {
   request.pipe(forward);
 }
 
+/**
+ * What the page may reach on sidekey: the proxy and its own session (read, refresh, tickets, revoke).
+ * Never `POST /v1/sessions` (with `auth.mode = "none"` anyone reaching it gets a session, so only this
+ * backend may, after its own sign-in) nor the admin API.
+ */
+function pageMayReach(path) {
+  return path.startsWith("/v1/proxy/") || path === "/v1/session" || path.startsWith("/v1/session/");
+}
+
 async function handle(sidekeyUrl, request, response) {
   const url = new URL(request.url, "http://app");
-  if (url.pathname.startsWith("/v1/")) return passThrough(sidekeyUrl, request, response);
+  if (pageMayReach(url.pathname)) return passThrough(sidekeyUrl, request, response);
 
   if (request.method === "GET" && STATIC[url.pathname]) {
     const [file, type] = STATIC[url.pathname];

@@ -123,6 +123,17 @@ test("the page loads, signs the demo user in and shows what the session has left
     assert.equal(await page.textContent("#session-state"), "Active");
     assert.equal(await page.textContent("#requests-left"), "50");
     assert.ok(seen.responses.some((r) => r.url.endsWith("/v1/session") && r.status === 200));
+    // The page reaches sessions only through the app's sign-in, and never the admin API.
+    const reach = await page.evaluate(async () => {
+      const issue = await fetch("/v1/sessions", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ secret_key_id: "openai-prod" }),
+      });
+      const admin = await fetch("/v1/admin/sessions");
+      return [issue.status, admin.status];
+    });
+    assert.deepEqual(reach, [404, 404]);
   } finally {
     await context.close();
   }
