@@ -187,6 +187,52 @@ test("a streamed reply is painted in several steps, and the real key is nowhere 
   }
 });
 
+test("the official openai package streams in the page with fetch: sidekey.fetch", async () => {
+  const { context, page } = await openChat();
+  // The SDK's browser build, served from node_modules to this page only (the example ships no SDK).
+  const sdk = join(here, "..", "node_modules", "openai");
+  await page.route("**/__openai/**", (route) => {
+    const file = new URL(route.request().url()).pathname.slice("/__openai/".length);
+    if (file.split("/").includes("..")) return route.abort();
+    return route.fulfill({ path: join(sdk, file), contentType: "text/javascript" });
+  });
+  try {
+    const pieces = await page.evaluate(async () => {
+      const { createSidekey } = await import("/sidekey-client.js");
+      const { default: OpenAI } = await import("/__openai/index.mjs");
+      const sidekey = createSidekey({
+        baseUrl: location.origin,
+        getToken: async (current) =>
+          (await fetch("/api/sidekey-token", { method: "POST", body: JSON.stringify({ current }) })).json(),
+      });
+      const openai = new OpenAI({
+        baseURL: `${location.origin}/v1/proxy/openai/v1`,
+        apiKey: "sidekey",
+        fetch: sidekey.fetch,
+        dangerouslyAllowBrowser: true,
+        maxRetries: 0,
+      });
+      const stream = await openai.chat.completions.create({
+        model: "gpt-4o-mini",
+        stream: true,
+        messages: [{ role: "user", content: "hello from the SDK" }],
+      });
+      const seen = [];
+      for await (const chunk of stream) {
+        const piece = chunk.choices[0]?.delta?.content;
+        if (piece) seen.push(piece);
+      }
+      sidekey.close();
+      return seen;
+    });
+    assert.ok(pieces.length >= 5, `only ${pieces.length} chunks`);
+    assert.equal(pieces.join(""), fake.reply);
+    assert.equal(fake.requests.at(-1).headers.authorization, `Bearer ${realKey}`);
+  } finally {
+    await context.close();
+  }
+});
+
 test("the token is renewed silently past its TTL and lifetime, with no request refused", async () => {
   const { context, page, seen } = await openChat();
   try {
