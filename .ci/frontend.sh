@@ -14,8 +14,8 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
-# Small trees from the lockfiles: the openai SDK (the client's tests) and playwright-core (the browser
-# tests, which download no browser).
+# Small trees from the lockfiles: the openai SDK (both suites) and playwright-core (the browser tests;
+# it downloads no browser).
 for suite in clients/js examples/browser-chat; do
   if [ ! -d "$suite/node_modules" ]; then
     echo "== npm ci in $suite"

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 /// Debian's Chromium, which the browser tests drive through playwright-core (no browser download).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -40,8 +41,13 @@ fn show(output: &Output) -> String {
     )
 }
 
+/// One suite at a time: both have renewal tests timed in seconds, and Chromium beside a second
+/// sidekey on two cores would eat their margins.
+static ONE_SUITE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// `npm ci` when the suite's `node_modules` is missing, then `node --test` on its `test/*.test.mjs`.
 fn run_node_suite(dir: &str, needs_chromium: bool) {
+    let _turn = ONE_SUITE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !runs("node") || !runs("npm") {
         return missing("node or npm is not installed");
     }
