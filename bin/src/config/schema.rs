@@ -230,10 +230,11 @@ pub fn refuse_unknown_keys(figment: &Figment, file: Option<&Path>) -> anyhow::Re
         None => String::new(),
     };
     let hint = match closest(&path, keys().map(|key| key.path.as_str())) {
-        Some(close) => format!(" (did you mean `{close}`?)"),
+        Some(close) => format!(" (did you mean {close}?)"),
         None => String::new(),
     };
-    anyhow::bail!("unknown configuration key `{path}`{origin}{hint}")
+    // No backticks: the key is a bare word, and a shell or a log viewer shows the message as it is.
+    anyhow::bail!("unknown key {path}{origin}{hint}")
 }
 
 fn walk(dict: &Dict, prefix: &str, unknown: &mut Vec<String>) {
@@ -300,14 +301,12 @@ pub fn explain(error: figment::Error, file: Option<&Path>) -> anyhow::Error {
         _ if error.metadata.is_some() => " (from the environment or a flag)".to_owned(),
         _ => String::new(),
     };
-    let what = match &error.kind {
-        figment::error::Kind::Message(message) => message.clone(),
-        kind => kind.to_string().replace('`', ""),
-    };
+    // serde quotes names in backticks; the message quotes nothing, so none are nested.
+    let what = error.kind.to_string().replace('`', "");
     if key.is_empty() {
         anyhow::anyhow!("invalid configuration{origin}: {what}")
     } else {
-        anyhow::anyhow!("invalid configuration key `{}`{origin}: {what}", key.join("."))
+        anyhow::anyhow!("invalid value for key {}{origin}: {what}", key.join("."))
     }
 }
 

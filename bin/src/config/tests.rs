@@ -105,19 +105,21 @@ fn the_environment_beats_the_file_and_flags_beat_both() {
 fn unknown_keys_wrong_types_and_missing_files_are_refused_naming_the_key_and_the_file() {
     let file = write("[session]\ndefault_ttl = 5\n");
     let refused = format!("{:#}", load(Some(&file), [], []).unwrap_err());
-    assert!(refused.contains("`session.default_ttl`"), "{refused}");
-    assert!(refused.contains("did you mean `session.default_ttl_seconds`"), "{refused}");
+    assert!(refused.contains("unknown key session.default_ttl in "), "{refused}");
+    assert!(!refused.contains('`'), "no backticks: {refused}");
+    assert!(refused.contains("did you mean session.default_ttl_seconds?"), "{refused}");
     assert!(refused.contains(&file.display().to_string()), "{refused}");
 
     let refused = format!("{:#}", from_file("listne = \"x\"\n").unwrap_err());
-    assert!(refused.contains("`listne`") && refused.contains("`listen`"), "{refused}");
+    assert!(refused.contains("listne") && refused.contains("did you mean listen?"), "{refused}");
 
     let refused = format!("{:#}", from_file("[session]\ndefault_ttl_seconds = \"long\"\n").unwrap_err());
-    assert!(refused.contains("`session.default_ttl_seconds`"), "{refused}");
+    assert!(refused.contains("key session.default_ttl_seconds"), "{refused}");
     assert!(!refused.contains("default."), "no figment profile in the key: {refused}");
+    assert!(!refused.contains('`'), "no backticks: {refused}");
 
     let refused = format!("{:#}", from_file("[[upstreams]]\nname = \"a\"\ntimeout = 1\n").unwrap_err());
-    assert!(refused.contains("`upstreams[].timeout`"), "{refused}");
+    assert!(refused.contains("unknown key upstreams[].timeout"), "{refused}");
 
     assert!(load(Some(&PathBuf::from("/nonexistent/sidekey.toml")), [], []).is_err());
 }
@@ -230,7 +232,12 @@ fn unknown_sidekey_variables_are_named_with_the_closest_known_one() {
     ]));
     assert_eq!(warnings.len(), 2, "{warnings:#?}");
     assert!(warnings[0].contains("SIDEKEY_LISTN") && warnings[0].contains("SIDEKEY_LISTEN"), "{warnings:#?}");
-    assert!(warnings[1].contains("SIDEKEY_SECRETS_OPENAI_PROD"), "{warnings:#?}");
+    assert!(
+        warnings[1].contains("SIDEKEY_SECRETS_OPENAI_PROD")
+            && warnings[1].contains("did you mean SIDEKEY_SECRET_OPENAI_PROD?"),
+        "{warnings:#?}"
+    );
+    assert!(warnings.iter().all(|warning| !warning.contains("sk-never-named")), "{warnings:#?}");
 }
 
 #[test]
