@@ -287,3 +287,12 @@ fn logs_written_to_a_pipe_carry_no_colour() {
     assert!(said.iter().any(|line| line.contains("SIDEKEY_LISTN")), "{said:#?}");
     assert!(said.iter().all(|line| !line.contains('\u{1b}')), "escape codes in a pipe: {said:#?}");
 }
+
+#[test]
+fn the_example_configuration_starts_the_server() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sidekey.toml");
+    let running = Running::start(&["--config", example, "--listen", "127.0.0.1:0"], &[]);
+    assert!(request(&running.addr, "GET", "/healthz", "").starts_with("HTTP/1.1 200"));
+    let said = running.said().join("\n");
+    assert!(said.contains("openai") && said.contains("anthropic"), "its upstreams are served: {said}");
+}
