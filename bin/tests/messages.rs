@@ -56,6 +56,7 @@ impl Running {
                 Ok(line) => line,
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("sidekey did not announce that it listens; it said: {before:#?}");
                 }
             };
@@ -193,6 +194,20 @@ fn a_config_file_typo_names_the_key_and_the_file_as_given_without_backticks_or_p
         let expected = expected.replace("{file}", &file.display().to_string());
         assert_eq!(stderr.trim(), format!("Error: {expected}"), "{name}");
     }
+    // From the environment, the variable (and its flag) is named instead of a file.
+    let output = sidekey()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SIDEKEY_DEFAULT_TTL", "abc")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "SIDEKEY_DEFAULT_TTL=abc was accepted");
+    assert!(
+        stderr.contains(
+            "invalid value for key session.default_ttl_seconds (from SIDEKEY_DEFAULT_TTL or --default-ttl)"
+        ),
+        "{stderr}"
+    );
     // A relative path is named as given, not rewritten.
     let output = sidekey()
         .current_dir(&dir)

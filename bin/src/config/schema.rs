@@ -296,8 +296,13 @@ pub fn explain(error: figment::Error, file: Option<&Path>) -> anyhow::Error {
         .metadata
         .as_ref()
         .is_some_and(|metadata| metadata.source.as_ref().is_some_and(|source| source.file_path().is_some()));
-    let origin = match (file, from_file) {
-        (Some(file), true) => format!(" in {}", as_given(file)),
+    let outside = super::outside::SETTINGS.iter().find(|setting| key.join(".") == setting.key);
+    let origin = match (file, from_file, outside) {
+        (Some(file), true, _) => format!(" in {}", as_given(file)),
+        (_, false, Some(setting)) if error.metadata.is_some() => match setting.flag {
+            Some(flag) => format!(" (from {} or --{flag})", setting.env),
+            None => format!(" (from {})", setting.env),
+        },
         _ if error.metadata.is_some() => " (from the environment or a flag)".to_owned(),
         _ => String::new(),
     };
