@@ -1,5 +1,7 @@
 //! Logs and metrics: installed once per process, here and nowhere else.
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -56,10 +58,32 @@ pub fn install_metrics() -> MetricsRenderer {
 pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let result = match config.format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
     result.map_err(|error| anyhow::anyhow!("cannot install the log subscriber: {error}"))
+}
+
+/// Whether human log lines are coloured: only on a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (<https://no-color.org>). In a file or a pipe, escape codes are noise that log
+/// collectors store verbatim.
+fn colour(terminal: bool, no_color: Option<OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR counts as unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 }

@@ -88,7 +88,7 @@ const MAX_MAX_HEADER_BYTES: u32 = 400 * 1024;
 const RESERVED_DESCRIPTORS: u64 = 128;
 
 /// The default `max_connections` under an open-file limit of `open_file_limit`: three quarters of what
-/// is left after [`RESERVED_DESCRIPTORS`], at least 1. The last quarter is for upstream connections: an
+/// is left after `RESERVED_DESCRIPTORS`, at least 1. The last quarter is for upstream connections: an
 /// HTTP/2 upstream multiplexes every proxied request on one connection, an HTTP/1.1 one takes a
 /// socket per request in flight, and 64 idle ones per origin stay pooled.
 ///

@@ -19,9 +19,9 @@
 //!
 //! # Layout
 //! - this file: the accept loop, the application and its forward-auth fast path.
-//! - [`connection`]: one connection: protocol, hyper, and the supervisor that closes it.
-//! - [`activity`]: what a connection is doing (bytes, requests in flight, a head arriving).
-//! - [`limit`]: the connection cap.
+//! - `connection`: one connection: protocol, hyper, and the supervisor that closes it.
+//! - `activity`: what a connection is doing (bytes, requests in flight, a head arriving).
+//! - `limit`: the connection cap.
 //!
 //! Why not hyper's own pieces (hyper 1.12, hyper-util 0.1.21): hyper's `header_read_timeout` also runs
 //! while a keep-alive connection waits for its next request, so it would close idle connections at the
@@ -75,7 +75,7 @@ pub const VERIFY_PATH: &str = "/v1/auth/verify";
 /// loaded machine; Linux caps the value at `net.core.somaxconn` (4096 by default since 5.4).
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// A listener on `addr` for [`serve`], with room for bursts of new connections ([`LISTEN_BACKLOG`]).
+/// A listener on `addr` for [`serve`], with room for bursts of new connections (`LISTEN_BACKLOG`).
 ///
 /// # Errors
 /// When the address cannot be bound.

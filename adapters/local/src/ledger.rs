@@ -13,7 +13,7 @@
 //! as a tombstone for as long again, so that a late or repeated settle is recognised (counted once, and
 //! never subtracted from the live reservations twice). Counters are forgotten once nothing can ask for
 //! them: a session's a retention after its expiry, a window's a day after its end; a sweep runs every
-//! [`SWEEP_EVERY`] admissions, so memory follows the live accounts.
+//! `SWEEP_EVERY` admissions, so memory follows the live accounts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

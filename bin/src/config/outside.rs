@@ -143,7 +143,10 @@ pub fn environment_warnings(environment: impl IntoIterator<Item = (String, Strin
             Some(_) => {}
             None => {
                 let known = SETTINGS.iter().map(|setting| setting.env).chain([CONFIG_VARIABLE]);
-                let hint = match super::schema::closest(&name, known) {
+                let hint = match super::schema::closest(&name, known)
+                    .map(str::to_owned)
+                    .or_else(|| secret_variable_meant(&name))
+                {
                     Some(close) => format!(" (did you mean {close}?)"),
                     None => String::new(),
                 };
@@ -152,6 +155,16 @@ pub fn environment_warnings(environment: impl IntoIterator<Item = (String, Strin
         }
     }
     warnings
+}
+
+/// The secret variable a mistyped `name` most likely meant: `SIDEKEY_SECRETS_OPENAI_PROD` (its first word
+/// one edit from `SECRET`) is `SIDEKEY_SECRET_OPENAI_PROD`. Secret names are free, so only the word that
+/// marks a secret can be matched; the rest is kept as typed.
+fn secret_variable_meant(name: &str) -> Option<String> {
+    let (word, rest) = name.strip_prefix("SIDEKEY_")?.split_once('_')?;
+    let marker = SECRET_VARIABLE_PREFIX.trim_start_matches("SIDEKEY_").trim_end_matches('_');
+    let near = super::schema::closest(word, [marker].into_iter()).is_some();
+    (near && !rest.is_empty()).then(|| format!("{SECRET_VARIABLE_PREFIX}{rest}"))
 }
 
 /// `command` with the flags of `subcommand`, each described by its key's documentation.

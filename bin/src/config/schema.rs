@@ -230,10 +230,11 @@ pub fn refuse_unknown_keys(figment: &Figment, file: Option<&Path>) -> anyhow::Re
         None => String::new(),
     };
     let hint = match closest(&path, keys().map(|key| key.path.as_str())) {
-        Some(close) => format!(" (did you mean `{close}`?)"),
+        Some(close) => format!(" (did you mean {close}?)"),
         None => String::new(),
     };
-    anyhow::bail!("unknown configuration key `{path}`{origin}{hint}")
+    // No backticks: the key is a bare word, and a shell or a log viewer shows the message as it is.
+    anyhow::bail!("unknown key {path}{origin}{hint}")
 }
 
 fn walk(dict: &Dict, prefix: &str, unknown: &mut Vec<String>) {
@@ -295,19 +296,22 @@ pub fn explain(error: figment::Error, file: Option<&Path>) -> anyhow::Error {
         .metadata
         .as_ref()
         .is_some_and(|metadata| metadata.source.as_ref().is_some_and(|source| source.file_path().is_some()));
-    let origin = match (file, from_file) {
-        (Some(file), true) => format!(" in {}", as_given(file)),
+    let outside = super::outside::SETTINGS.iter().find(|setting| key.join(".") == setting.key);
+    let origin = match (file, from_file, outside) {
+        (Some(file), true, _) => format!(" in {}", as_given(file)),
+        (_, false, Some(setting)) if error.metadata.is_some() => match setting.flag {
+            Some(flag) => format!(" (from {} or --{flag})", setting.env),
+            None => format!(" (from {})", setting.env),
+        },
         _ if error.metadata.is_some() => " (from the environment or a flag)".to_owned(),
         _ => String::new(),
     };
-    let what = match &error.kind {
-        figment::error::Kind::Message(message) => message.clone(),
-        kind => kind.to_string().replace('`', ""),
-    };
+    // serde quotes names in backticks; the message quotes nothing, so none are nested.
+    let what = error.kind.to_string().replace('`', "");
     if key.is_empty() {
         anyhow::anyhow!("invalid configuration{origin}: {what}")
     } else {
-        anyhow::anyhow!("invalid configuration key `{}`{origin}: {what}", key.join("."))
+        anyhow::anyhow!("invalid value for key {}{origin}: {what}", key.join("."))
     }
 }
 

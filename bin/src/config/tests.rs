@@ -105,19 +105,21 @@ fn the_environment_beats_the_file_and_flags_beat_both() {
 fn unknown_keys_wrong_types_and_missing_files_are_refused_naming_the_key_and_the_file() {
     let file = write("[session]\ndefault_ttl = 5\n");
     let refused = format!("{:#}", load(Some(&file), [], []).unwrap_err());
-    assert!(refused.contains("`session.default_ttl`"), "{refused}");
-    assert!(refused.contains("did you mean `session.default_ttl_seconds`"), "{refused}");
+    assert!(refused.contains("unknown key session.default_ttl in "), "{refused}");
+    assert!(!refused.contains('`'), "no backticks: {refused}");
+    assert!(refused.contains("did you mean session.default_ttl_seconds?"), "{refused}");
     assert!(refused.contains(&file.display().to_string()), "{refused}");
 
     let refused = format!("{:#}", from_file("listne = \"x\"\n").unwrap_err());
-    assert!(refused.contains("`listne`") && refused.contains("`listen`"), "{refused}");
+    assert!(refused.contains("listne") && refused.contains("did you mean listen?"), "{refused}");
 
     let refused = format!("{:#}", from_file("[session]\ndefault_ttl_seconds = \"long\"\n").unwrap_err());
-    assert!(refused.contains("`session.default_ttl_seconds`"), "{refused}");
+    assert!(refused.contains("key session.default_ttl_seconds"), "{refused}");
     assert!(!refused.contains("default."), "no figment profile in the key: {refused}");
+    assert!(!refused.contains('`'), "no backticks: {refused}");
 
     let refused = format!("{:#}", from_file("[[upstreams]]\nname = \"a\"\ntimeout = 1\n").unwrap_err());
-    assert!(refused.contains("`upstreams[].timeout`"), "{refused}");
+    assert!(refused.contains("unknown key upstreams[].timeout"), "{refused}");
 
     assert!(load(Some(&PathBuf::from("/nonexistent/sidekey.toml")), [], []).is_err());
 }
@@ -230,7 +232,12 @@ fn unknown_sidekey_variables_are_named_with_the_closest_known_one() {
     ]));
     assert_eq!(warnings.len(), 2, "{warnings:#?}");
     assert!(warnings[0].contains("SIDEKEY_LISTN") && warnings[0].contains("SIDEKEY_LISTEN"), "{warnings:#?}");
-    assert!(warnings[1].contains("SIDEKEY_SECRETS_OPENAI_PROD"), "{warnings:#?}");
+    assert!(
+        warnings[1].contains("SIDEKEY_SECRETS_OPENAI_PROD")
+            && warnings[1].contains("did you mean SIDEKEY_SECRET_OPENAI_PROD?"),
+        "{warnings:#?}"
+    );
+    assert!(warnings.iter().all(|warning| !warning.contains("sk-never-named")), "{warnings:#?}");
 }
 
 #[test]
@@ -265,4 +272,79 @@ fn the_readme_names_exactly_the_configurations_keys() {
     let missing: Vec<_> = known.difference(&listed).collect();
     assert!(unknown.is_empty(), "the README lists keys the configuration does not have: {unknown:?}");
     assert!(missing.is_empty(), "the README does not list these keys: {missing:?}");
+}
+
+/// `examples/sidekey.toml`, the commented configuration shipped with the project.
+fn example() -> (PathBuf, String) {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sidekey.toml"));
+    let text = std::fs::read_to_string(&path).expect("examples/sidekey.toml exists");
+    (path, text)
+}
+
+/// The keys `text` sets or shows commented out (`# key = …`), as dotted paths of the schema.
+fn keys_shown(text: &str) -> std::collections::BTreeSet<String> {
+    let mut section = String::new();
+    let mut shown = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("[[").and_then(|rest| rest.strip_suffix("]]")) {
+            section = format!("{name}[].");
+        } else if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            section = format!("{name}.");
+        } else {
+            let candidate = line.strip_prefix("# ").unwrap_or(line);
+            let Some((name, _)) = candidate.split_once(" = ") else { continue };
+            if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                shown.insert(format!("{section}{name}"));
+            }
+        }
+    }
+    shown
+}
+
+#[test]
+fn the_example_configuration_loads() {
+    let (path, _) = example();
+    let config = load(Some(&path), [], []).unwrap_or_else(|error| panic!("{error:#}"));
+    config.session_policy().unwrap();
+    config.limits.policy().unwrap();
+    assert_eq!(config.upstreams.len(), 2, "the example's upstreams are read");
+}
+
+#[test]
+fn the_example_configuration_shows_every_key_and_no_other() {
+    let (_, text) = example();
+    let shown = keys_shown(&text);
+    let known: std::collections::BTreeSet<String> = schema::keys().map(|key| key.path.clone()).collect();
+    let missing: Vec<_> = known.difference(&shown).collect();
+    let unknown: Vec<_> = shown.difference(&known).collect();
+    assert!(missing.is_empty(), "examples/sidekey.toml lacks {missing:?}");
+    assert!(
+        unknown.is_empty(),
+        "examples/sidekey.toml shows keys the configuration does not have: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_example_configuration_sets_each_key_it_sets_to_its_default() {
+    let (_, text) = example();
+    let parsed: toml::Table = toml::from_str(&text).unwrap();
+    let parsed = serde_json::to_value(parsed).unwrap();
+    // The first upstream shows each default; the rest of the file sets nothing but defaults.
+    let examples = ["upstreams[].name", "upstreams[].base_url", "upstreams[].allowed_secret_key_ids"];
+    for key in schema::keys().filter(|key| !examples.contains(&key.path.as_str())) {
+        // A default of null is "unset": the example may show a value.
+        let Some(default) = key.default.as_ref().filter(|default| !default.is_null()) else { continue };
+        let mut value = &parsed;
+        for part in key.path.split('.') {
+            value = match part.strip_suffix("[]") {
+                Some(array) => &value[array][0],
+                None => &value[part],
+            };
+        }
+        if !value.is_null() {
+            assert_eq!(value, default, "{} in examples/sidekey.toml is not its default", key.path);
+        }
+    }
 }

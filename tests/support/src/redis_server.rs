@@ -105,7 +105,7 @@ impl PrivateRedis {
     /// A server, up and answering `PING`.
     ///
     /// # Panics
-    /// When it does not come up within [`READY_WITHIN`] (on fresh ports, [`START_ATTEMPTS`] times); the
+    /// When it does not come up within `READY_WITHIN` (on fresh ports, `START_ATTEMPTS` times); the
     /// message carries the end of its log.
     pub fn start_with(transport: Transport) -> Self {
         let dir = TempDir::new("redis");
@@ -166,7 +166,7 @@ impl PrivateRedis {
     }
 
     /// Stops the server cleanly (`SHUTDOWN`, as on `SIGTERM`) and waits for it to exit; kills it if it has
-    /// not within [`EXIT_WITHIN`]. Every write it acknowledged is in its append-only file.
+    /// not within `EXIT_WITHIN`. Every write it acknowledged is in its append-only file.
     pub fn stop(&mut self) {
         if self.paused {
             self.resume();
@@ -198,7 +198,7 @@ impl PrivateRedis {
     /// append-only file, and waits until it answers `PING`.
     ///
     /// # Panics
-    /// When it is still running, or does not come up within [`READY_WITHIN`].
+    /// When it is still running, or does not come up within `READY_WITHIN`.
     pub fn restart(&mut self) {
         assert!(!self.is_running(), "restart() of a server that is still running");
         self.child = None;
@@ -376,7 +376,7 @@ impl PrivateCluster {
     /// node reports `cluster_state:ok` and all slots assigned.
     ///
     /// # Panics
-    /// When any of that fails or takes longer than [`CLUSTER_READY_WITHIN`].
+    /// When any of that fails or takes longer than `CLUSTER_READY_WITHIN`.
     pub fn start() -> Self {
         let nodes: Vec<PrivateRedis> =
             (0..3).map(|_| PrivateRedis::start_with(Transport::ClusterNode)).collect();
@@ -541,7 +541,7 @@ fn make_certificates(dir: &Path) -> TlsFiles {
 
 /// Sends one command to the server on `socket` and reads its reply: `Ok(Ok(text))` for a status, integer
 /// or bulk reply (a nil as empty text), `Ok(Err(text))` for an error reply, `Err` when the server cannot be
-/// reached or does not answer within [`ADMIN_TIMEOUT`].
+/// reached or does not answer within `ADMIN_TIMEOUT`.
 pub fn admin_command(socket: &Path, args: &[&str]) -> io::Result<Result<String, String>> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(ADMIN_TIMEOUT))?;
