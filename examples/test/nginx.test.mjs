@@ -2,10 +2,13 @@
 // real sidekey binary answering its `auth_request`s.
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import {
   Cleanup,
+  EXAMPLES,
   freePort,
   readExample,
   findSidekey,
@@ -30,6 +33,14 @@ function site({ sidekeyAddr, backendPort, nginxPort }) {
     .replaceAll("127.0.0.1:9000", `127.0.0.1:${backendPort}`)
     .replaceAll("listen 80;", `listen 127.0.0.1:${nginxPort};`);
 }
+
+test("the main README quotes examples/nginx/sidekey.conf whole and unchanged", () => {
+  const readme = readFileSync(join(EXAMPLES, "..", "README.md"), "utf8");
+  const blocks = [...readme.matchAll(/```nginx\n([\s\S]*?)```/g)].map((match) => match[1]);
+  assert.ok(blocks.length > 0, "the README has no nginx block");
+  const file = readExample("nginx/sidekey.conf");
+  for (const block of blocks) assert.equal(block, file, "an nginx block of the README differs from the file");
+});
 
 describe("the nginx example", () => {
   const cleanup = new Cleanup();
