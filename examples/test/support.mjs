@@ -111,11 +111,9 @@ export async function startSidekey(cleanup, bin, env) {
   const listening = new Promise((resolve, reject) => {
     child.stderr.on("data", (chunk) => {
       output += chunk;
-      const line = output.split("\n").find((l) => l.includes('"sidekey is listening"'));
-      if (line) {
-        const addr = JSON.parse(line).fields?.addr ?? /"addr":"([^"]+)"/.exec(line)[1];
-        resolve(addr);
-      }
+      // Complete lines only: a chunk may end in the middle of one.
+      const line = output.split("\n").slice(0, -1).find((l) => l.includes('"sidekey is listening"'));
+      if (line) resolve(JSON.parse(line).addr);
     });
     child.on("exit", (code) => reject(new Error(`sidekey exited (${code}) before listening:\n${output}`)));
     setTimeout(() => reject(new Error(`sidekey did not listen within 20 s:\n${output}`)), 20000).unref();
