@@ -44,10 +44,16 @@ fn the_nginx_example_serves_forward_auth_in_front_of_a_backend() {
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_and_starts_sidekey_from_its_environment_file() {
-    run_node_test("the_systemd_unit_passes_systemd_analyze_and_starts_sidekey_from_its_environment_file", "systemd");
+    run_node_test(
+        "the_systemd_unit_passes_systemd_analyze_and_starts_sidekey_from_its_environment_file",
+        "systemd",
+    );
 }
 
 #[test]
 fn the_kubernetes_manifest_validates_and_its_sidecar_environment_starts_sidekey() {
-    run_node_test("the_kubernetes_manifest_validates_and_its_sidecar_environment_starts_sidekey", "kubernetes");
+    run_node_test(
+        "the_kubernetes_manifest_validates_and_its_sidecar_environment_starts_sidekey",
+        "kubernetes",
+    );
 }
