@@ -2,7 +2,7 @@
 // real sidekey binary answering its `auth_request`s.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -17,6 +17,7 @@ import {
   startNginx,
   startSidekey,
   stop,
+  tempDir,
 } from "./support.mjs";
 
 const ADMIN_TOKEN = "examples-admin-token-0123456789abcdef0123456789";
@@ -52,7 +53,11 @@ describe("the nginx example", () => {
     const bin = findSidekey();
     missing = nginxBin.missing ?? bin.missing;
     if (missing) return;
+    // The setting the example's header asks for: nginx's address is a trusted proxy.
+    const config = join(tempDir(cleanup, "sidekey-nginx-config-"), "sidekey.toml");
+    writeFileSync(config, '[http]\ntrusted_proxies = ["127.0.0.1/32"]\n');
     sidekey = await startSidekey(cleanup, bin.path, {
+      SIDEKEY_CONFIG: config,
       SIDEKEY_SECRET_OPENAI_PROD: REAL_KEY,
       SIDEKEY_ADMIN_TOKEN: ADMIN_TOKEN,
     });
