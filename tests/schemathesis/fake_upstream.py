@@ -23,7 +23,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = answer
+    def __getattr__(self, name):
+        # Any method sidekey forwards (QUERY, PROPFIND, …): the proxy passes every one but TRACE and
+        # CONNECT, and this stand-in must not answer 501 for those.
+        if name.startswith("do_"):
+            return self.answer
+        raise AttributeError(name)
 
     def log_message(self, *args):
         pass

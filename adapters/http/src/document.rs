@@ -118,13 +118,14 @@ fn usage_one_of(document: &mut Value) {
             .map(|parameter| parameter["schema"].clone())
             .expect("the usage operation has both parameters")
     };
-    let only = |field: &str, title: &str| {
+    // Open objects (other query parameters are ignored), each excluding the other's field.
+    let only = |field: &str, other: &str, title: &str| {
         json!({
             "type": "object",
             "title": title,
             "required": [field],
             "properties": {field: schema_of(field)},
-            "additionalProperties": false,
+            "not": {"required": [other]},
         })
     };
     operation["parameters"] = json!([{
@@ -135,7 +136,10 @@ fn usage_one_of(document: &mut Value) {
         "explode": true,
         "description": "Whose usage: exactly one of `subject` (1–256 visible ASCII characters) and \
                         `secret_key_id`, as a query parameter of that name.",
-        "schema": {"oneOf": [only("subject", "UsageOfSubject"), only("secret_key_id", "UsageOfSecretKeyId")]},
+        "schema": {"oneOf": [
+            only("subject", "secret_key_id", "UsageOfSubject"),
+            only("secret_key_id", "subject", "UsageOfSecretKeyId"),
+        ]},
     }]);
 }
 
@@ -215,9 +219,10 @@ fn add_proxy_routes(document: &mut Value) {
         "name": "path",
         "in": "path",
         "required": true,
-        "description": "The path below the upstream's `base_url`, forwarded as sent (it may hold `/`). \
-                        An encoded slash or backslash, a dot segment or an empty segment is refused \
-                        (400 `invalid_path`).",
+        "description": "The path below the upstream's `base_url`, forwarded as sent: segments \
+                        separated by `/` (OpenAPI 3.0 can only say \"a string\"). An encoded slash, \
+                        backslash or percent sign, a dot segment in any encoding, or an empty segment \
+                        is refused (400 `invalid_path`).",
         "schema": {"type": "string"},
     });
     let routes = [
