@@ -1,10 +1,11 @@
 //! The committed OpenAPI document (`openapi/openapi.json`) against the one the server serves.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use sidekey_tests::{header, send, spawn_app};
+use sidekey_tests::{assert_problem, header, send, spawn_app};
 
 /// How to bring the committed spec up to date; the failure message repeats it.
 const REGENERATE: &str = "cargo run -q -p sidekey -- openapi > openapi/openapi.json";
@@ -68,5 +69,46 @@ async fn the_served_spec_documents_every_contract_route() {
         assert!(issue[status].is_object(), "POST /v1/sessions does not document {status}");
     }
     assert!(issue["422"]["content"]["application/problem+json"].is_object(), "{}", issue["422"]);
+    app.shutdown().await;
+}
+
+/// The methods a path of the document lists, upper-cased, with HEAD wherever GET is (the server answers
+/// it there).
+fn documented_methods(item: &Value) -> BTreeSet<String> {
+    let mut methods: BTreeSet<String> =
+        item.as_object().unwrap().keys().map(|method| method.to_ascii_uppercase()).collect();
+    if methods.contains("GET") {
+        methods.insert("HEAD".to_owned());
+    }
+    methods
+}
+
+#[tokio::test]
+async fn every_documented_path_answers_a_method_it_does_not_list_with_405_and_an_allow_header_listing_it() {
+    let app = spawn_app().await;
+    let spec: Value = send(app.request(Method::GET, "/openapi.json", None)).await.json().await.unwrap();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        // The proxy routes forward every method but TRACE and CONNECT: tests/proxy/scope.rs checks those.
+        if path.contains("{path}") {
+            continue;
+        }
+        let concrete = path.replace("{session_id}", "6f1c1f5e-3f7a-4d8e-9a57-0c1d2e3f4a5b");
+        let documented = documented_methods(item);
+        for unlisted in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if documented.contains(unlisted) {
+                continue;
+            }
+            let method = Method::from_bytes(unlisted.as_bytes()).unwrap();
+            let response = send(app.request(method, &concrete, None)).await;
+            let allow = header(&response, "allow")
+                .unwrap_or_else(|| panic!("{unlisted} {concrete}: a 405 without Allow"));
+            let allowed: BTreeSet<String> = allow.split(',').map(|method| method.trim().to_owned()).collect();
+            assert_eq!(allowed, documented, "{unlisted} {concrete}: Allow is {allow:?}");
+            assert_problem(response, 405, "method_not_allowed").await;
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} method/path pairs were checked");
     app.shutdown().await;
 }
