@@ -56,6 +56,7 @@ pub fn openapi_json(raw: &str) -> String {
 /// Adds to poem-openapi's document what its derives cannot express (see the module's doc).
 fn refine(document: &mut Value) {
     close_objects(document);
+    require_always_sent(document);
     bound_metadata(document);
     revocation_one_of(document);
     usage_one_of(document);
@@ -74,6 +75,28 @@ fn close_objects(document: &mut Value) {
     for schema in schemas(document).values_mut() {
         if schema.get("properties").is_some() {
             schema["additionalProperties"] = Value::Bool(false);
+        }
+    }
+}
+
+/// Answer fields that are always sent, null or not: poem-openapi calls every `Option` field optional.
+/// (`Scope` and `Limits` are request bodies too, where their fields are optional.)
+const ALWAYS_SENT: &[(&str, &str)] = &[
+    ("IssuedSession", "subject"),
+    ("Session", "subject"),
+    ("Remaining", "requests"),
+    ("Remaining", "tokens"),
+];
+
+fn require_always_sent(document: &mut Value) {
+    let schemas = schemas(document);
+    for (schema, field) in ALWAYS_SENT {
+        let schema = &mut schemas[*schema];
+        assert!(schema["properties"][*field].is_object(), "{field} is a field");
+        if let Some(required) = schema["required"].as_array_mut() {
+            required.push(Value::from(*field));
+        } else {
+            schema["required"] = json!([field]);
         }
     }
 }

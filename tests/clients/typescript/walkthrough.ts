@@ -8,6 +8,15 @@ import createClient from "openapi-fetch";
 import type { components, paths } from "./schema.js";
 
 type Session = components["schemas"]["Session"];
+type IssuedSession = components["schemas"]["IssuedSession"];
+
+// These compile only while the document says what the server sends: `subject` is always present, and
+// null for a session issued without a caller.
+const nullSubject: IssuedSession["subject"] = null;
+const nullSessionSubject: Session["subject"] = null;
+type Present<T, K extends keyof T> = {} extends Pick<T, K> ? false : true;
+const subjectAlwaysSent: Present<IssuedSession, "subject"> & Present<Session, "subject"> = true;
+void [nullSubject, nullSessionSubject, subjectAlwaysSent];
 
 const base = process.env.SIDEKEY_URL!;
 const adminToken = process.env.SIDEKEY_ADMIN_TOKEN!;
