@@ -23,10 +23,7 @@ use crate::problem::PROBLEM_JSON;
 const STATUSES: &[(&str, &[&str])] = &[
     // 401/404: caller authentication (`auth.mode = jwt`, a user directory); 413 body limit; 429 the
     // issuance rate, failed requests, or `max_live_per_subject`; 502/504 the secret source.
-    (
-        "issue_session",
-        &["201", "400", "401", "404", "413", "422", "429", "500", "502", "503", "504"],
-    ),
+    ("issue_session", &["201", "400", "401", "404", "413", "422", "429", "500", "502", "503", "504"]),
     ("get_session", &["200", "401", "429", "503"]),
     ("refresh_session", &["200", "401", "429", "503"]),
     ("revoke_session", &["204", "401", "429", "503"]),
@@ -224,13 +221,13 @@ fn problem(description: &str, headers: Value) -> Value {
 /// `/v1/proxy/{upstream}/{path}` and `/v1/chatkit/{path}`: any method but TRACE and CONNECT, the upstream's
 /// answer passed unchanged, and sidekey's own refusals.
 fn add_proxy_routes(document: &mut Value) {
-    document["tags"].as_array_mut().map(|tags| {
+    if let Some(tags) = document["tags"].as_array_mut() {
         tags.push(json!({
             "name": "proxy",
             "description": "The protected proxy: the session token in, the real key out, bodies streamed \
                             both ways.",
-        }))
-    });
+        }));
+    }
     let upstream = json!({
         "name": "upstream",
         "in": "path",
@@ -386,10 +383,7 @@ impl AllowedMethods {
     /// The `Allow` value for a request to `path`, when a documented path matches it.
     pub fn allow(&self, path: &str) -> Option<&str> {
         let segments: Vec<&str> = path.split('/').collect();
-        self.routes
-            .iter()
-            .find(|(template, _)| matches(template, &segments))
-            .map(|(_, allow)| allow.as_str())
+        self.routes.iter().find(|(template, _)| matches(template, &segments)).map(|(_, allow)| allow.as_str())
     }
 }
 
@@ -433,7 +427,10 @@ mod tests {
         assert_eq!(allowed.allow("/v1/session"), Some("GET, HEAD, DELETE"));
         assert_eq!(allowed.allow("/v1/sessions"), Some("POST"));
         assert_eq!(allowed.allow("/v1/admin/sessions/abc"), Some("DELETE"));
-        assert_eq!(allowed.allow("/v1/proxy/openai/v1/chat/completions"), Some("GET, HEAD, POST, PUT, PATCH, DELETE"));
+        assert_eq!(
+            allowed.allow("/v1/proxy/openai/v1/chat/completions"),
+            Some("GET, HEAD, POST, PUT, PATCH, DELETE")
+        );
         assert_eq!(allowed.allow("/v1/chatkit"), Some("GET, HEAD, POST, PUT, PATCH, DELETE"));
         assert_eq!(allowed.allow("/v1/nothing"), None);
         assert_eq!(allowed.allow("/v1/admin/sessions/"), None);
