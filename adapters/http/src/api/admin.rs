@@ -168,10 +168,10 @@ impl AdminApi {
         &self,
         state: Data<&Arc<HttpState>>,
         _admin: AdminAccess,
-        /// The subject whose usage to read.
+        /// The subject whose usage to read. Exactly one of `subject` and `secret_key_id` (else 422).
         #[oai(validator(min_length = 1, max_length = 256, pattern = r"^[!-~]+$"))]
         subject: Query<Option<String>>,
-        /// The `secret_key_id` whose usage to read.
+        /// The `secret_key_id` whose usage to read. Exactly one of `subject` and `secret_key_id` (else 422).
         #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]+$"))]
         secret_key_id: Query<Option<String>>,
     ) -> Result<UsageResponse, ApiFailure> {
