@@ -112,3 +112,46 @@ async fn every_documented_path_answers_a_method_it_does_not_list_with_405_and_an
     assert!(checked >= 30, "only {checked} method/path pairs were checked");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_served_spec_says_what_the_server_sends_and_refuses() {
+    let app = spawn_app().await;
+    let spec: Value = send(app.request(Method::GET, "/openapi.json", None)).await.json().await.unwrap();
+    assert_eq!(spec["info"]["version"], env!("CARGO_PKG_VERSION"), "the document carries the crate version");
+    let schemas = &spec["components"]["schemas"];
+    for answer in ["IssuedSession", "Session"] {
+        let schema = &schemas[answer];
+        assert_eq!(schema["properties"]["subject"]["nullable"], true, "{answer}.subject is sent as null");
+        assert!(
+            schema["required"].as_array().unwrap().contains(&Value::from("subject")),
+            "{answer}.subject is always sent"
+        );
+    }
+    for body in ["IssueSessionRequest", "Scope", "Limits"] {
+        assert_eq!(schemas[body]["additionalProperties"], false, "{body}: unknown fields are refused");
+    }
+    let revocation = schemas["RevocationRequest"]["oneOf"].as_array().unwrap();
+    let required: Vec<&Value> = revocation.iter().map(|variant| &variant["required"]).collect();
+    assert_eq!(required, [&serde_json::json!(["secret_key_id"]), &serde_json::json!(["subject"])]);
+    let list = &spec["paths"]["/v1/admin/sessions"]["get"]["parameters"];
+    let secret_key_id = list.as_array().unwrap().iter().find(|p| p["name"] == "secret_key_id").unwrap();
+    assert_eq!(secret_key_id["schema"]["minLength"], 1, "an empty secret_key_id= is refused");
+    for path in ["/v1/proxy/{upstream}/{path}", "/v1/chatkit/{path}"] {
+        let post = &spec["paths"][path]["post"];
+        assert_eq!(post["tags"], serde_json::json!(["proxy"]), "{path}");
+        assert!(post["responses"]["default"].is_object(), "{path}: the upstream's answer passes unchanged");
+        assert!(post["responses"]["403"].is_object(), "{path}: the scope's refusals");
+    }
+    // The interactive page shows the same (refined) document.
+    let page = send(app.request(Method::GET, "/docs", None)).await.text().await.unwrap();
+    assert!(page.contains("RevokeBySubject"), "/docs embeds the unrefined document");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_secret_key_id_filter_is_refused_as_the_document_says() {
+    let app = spawn_app().await;
+    let response = send(app.admin(Method::GET, "/v1/admin/sessions?secret_key_id=")).await;
+    assert_problem(response, 422, "validation_failed").await;
+    app.shutdown().await;
+}
