@@ -8,7 +8,7 @@
 //! `oneOf` across query parameters, and an exploded object parameter made the fuzzer send `null` as the
 //! text `null`, which is a valid subject), a map's value bounds, the answers a route really gives (its failure enum is shared with
 //! routes that fail otherwise), headers that the middleware adds (`Cache-Control`), or a catch-all route
-//! of any method (the proxy). [`refine`] adds those to the generated document, and both the served
+//! of any method (the proxy). `refine` adds those to the generated document, and both the served
 //! `/openapi.json` (and `/docs`) and the committed `openapi/openapi.json` come from [`openapi_json`], so
 //! they cannot differ. [`AllowedMethods`] reads the document's paths back, so a 405's `Allow` header
 //! lists exactly the documented methods.

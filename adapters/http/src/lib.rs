@@ -13,8 +13,8 @@
 //! - [`api`]: the routes of the OpenAPI document (sessions, admin, operations), the bearer extractors
 //!   and the size-limited JSON body.
 //! - [`proxy`]: `ANY /v1/proxy/{upstream}/…` and `ANY /v1/chatkit/…` (poem routes rather than OpenAPI
-//!   operations: any method, any body; [`document`] describes them in the document) and their transport: validated upstreams, header rules, streamed bodies, the
-//!   pooled client.
+//!   operations: any method, any body; [`document`] describes them in the document) and their
+//!   transport: validated upstreams, header rules, streamed bodies, the pooled client.
 //! - [`document`]: the OpenAPI document, refined where poem-openapi's derives cannot say what the server
 //!   does (closed objects, `oneOf`, each route's real statuses, the proxy routes), and the `Allow` header
 //!   of a 405 read back from it.
