@@ -3,12 +3,13 @@
 //!
 //! poem-openapi 5 writes the schemas, parameters and answers of the operations from their types. It
 //! cannot express: a closed object (`additionalProperties: false`: the bodies are read by serde with
-//! `deny_unknown_fields`, and the answers carry exactly their fields), "exactly one of two fields"
-//! (`oneOf`, for the revocation body; `GET /v1/admin/usage` says it in words, since OpenAPI 3.0 has no
-//! `oneOf` across query parameters, and an exploded object parameter made the fuzzer send `null` as the
-//! text `null`, which is a valid subject), a map's value bounds, the answers a route really gives (its failure enum is shared with
-//! routes that fail otherwise), headers that the middleware adds (`Cache-Control`), or a catch-all route
-//! of any method (the proxy). `refine` adds those to the generated document, and both the served
+//! `deny_unknown_fields`, and the answers carry exactly their fields), an `Option` field that is always
+//! sent (as null or not), "exactly one of two fields" (`oneOf`, for the revocation body;
+//! `GET /v1/admin/usage` says it in words, since OpenAPI 3.0 has no `oneOf` across query parameters, and
+//! an exploded object parameter made the fuzzer send `null` as the text `null`, a valid subject), a map's
+//! value bounds, the answers a route really gives (its failure enum is shared with routes that fail
+//! otherwise), headers that the middleware adds (`Cache-Control`), or a catch-all route of any method
+//! (the proxy). `refine` adds those to the generated document, and both the served
 //! `/openapi.json` (and `/docs`) and the committed `openapi/openapi.json` come from [`openapi_json`], so
 //! they cannot differ. [`AllowedMethods`] reads the document's paths back, so a 405's `Allow` header
 //! lists exactly the documented methods.
