@@ -12,9 +12,12 @@
 //!   application error and of poem's own errors.
 //! - [`api`]: the routes of the OpenAPI document (sessions, admin, operations), the bearer extractors
 //!   and the size-limited JSON body.
-//! - [`proxy`]: `ANY /v1/proxy/{upstream}/…` and `ANY /v1/chatkit/…` (outside the OpenAPI document: any
-//!   method, any body) and their transport: validated upstreams, header rules, streamed bodies, the
-//!   pooled client.
+//! - [`proxy`]: `ANY /v1/proxy/{upstream}/…` and `ANY /v1/chatkit/…` (poem routes rather than OpenAPI
+//!   operations: any method, any body; [`document`] describes them in the document) and their
+//!   transport: validated upstreams, header rules, streamed bodies, the pooled client.
+//! - [`document`]: the OpenAPI document, refined where poem-openapi's derives cannot say what the server
+//!   does (closed objects, `oneOf`, each route's real statuses, the proxy routes), and the `Allow` header
+//!   of a 405 read back from it.
 //! - [`forward_auth`]: the headers of a valid `GET /v1/auth/verify` and the finishing step of every
 //!   answer, shared by the route and the server's fast path.
 //! - [`middleware`]: one wrapper around every route: errors to problem+json, `Cache-Control`, latency.
@@ -29,6 +32,7 @@
 pub mod api;
 pub mod config;
 pub mod cors;
+pub mod document;
 pub mod forward_auth;
 pub mod issue_rate;
 pub mod middleware;
@@ -163,7 +167,7 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document, exactly as `GET /openapi.json` serves it.
 pub fn openapi_json() -> String {
-    openapi_service().spec()
+    document::openapi_json(&openapi_service().spec())
 }
 
 /// The whole HTTP application: the contract's routes, `/openapi.json`, `/docs`, the shared middleware,
@@ -184,7 +188,18 @@ fn endpoint(
     let service = openapi_service();
     let mut route = Route::new();
     if settings.docs {
-        route = route.at("/openapi.json", service.spec_endpoint()).nest("/docs", service.swagger_ui());
+        // Both from the refined document: poem-openapi's own endpoints would serve the unrefined one.
+        let raw = service.spec();
+        let refined = document::openapi_json(&raw);
+        let html = service.swagger_ui_html().replacen(&raw, &refined, 1);
+        route = route
+            .at(
+                "/openapi.json",
+                poem::endpoint::make_sync(move |_| {
+                    poem::Response::builder().content_type("application/json").body(refined.clone())
+                }),
+            )
+            .at("/docs", poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())));
     }
     route
         .nest("/", service.into_endpoint())

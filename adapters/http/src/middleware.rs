@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::http::StatusCode;
+use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 
+use crate::document::allowed_methods;
 use crate::forward_auth::{finish, latency_histogram};
 use crate::problem::{ApiError, ErrorCode, problem_from_poem_error};
 use crate::rate_limit::FailureLimiter;
@@ -18,6 +19,8 @@ use crate::{HttpSettings, HttpState};
 pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result<Response> {
     let started = Instant::now();
     let path = request.uri().path();
+    // Kept for the `Allow` header of a 405, which is known only once the router has answered.
+    let requested_path = path.to_owned();
     let under_api = path.starts_with("/v1/");
     let admin_disabled = path.starts_with("/v1/admin")
         && request.data::<Arc<HttpState>>().is_some_and(|state| state.admin.is_none());
@@ -60,6 +63,15 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
     {
         limiter.hold(wait).await;
         response = rate_limited(wait);
+    }
+
+    // RFC 9110 §15.5.6: a 405 lists the methods the resource does serve, as the document lists them.
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(header::ALLOW)
+        && let Some(allow) = allowed_methods().allow(&requested_path)
+        && let Ok(value) = HeaderValue::from_str(allow)
+    {
+        response.headers_mut().insert(header::ALLOW, value);
     }
 
     let operation = response.data::<OperationId>().map_or("unrouted", |operation| operation.0);

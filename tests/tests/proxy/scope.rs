@@ -366,6 +366,12 @@ async fn trace_and_connect_are_never_forwarded() {
     let trace = Method::from_bytes(b"TRACE").unwrap();
     for path in ["/v1/proxy/openai/v1/models", "/v1/proxy/openai"] {
         let response = send(app.request(trace.clone(), path, Some(&issued.token))).await;
+        // RFC 9110: a 405 says what is allowed (the methods the document lists for the proxy).
+        assert_eq!(
+            header(&response, "allow").as_deref(),
+            Some("GET, HEAD, POST, PUT, PATCH, DELETE"),
+            "{path}"
+        );
         assert_refused(response, 405, "method_not_allowed").await;
     }
     // CONNECT's request target is an authority, not a path: whatever answers it, nothing is forwarded.

@@ -32,15 +32,26 @@ pub struct SessionList {
 }
 
 /// What to revoke: every session of one `secret_key_id` (a key rotation) or of one subject (a user ban).
-/// Exactly one of the two fields.
+/// Exactly one of the two fields; an explicit `null` is refused.
+// The document's `oneOf` is added in `crate::document`; nulls are refused so that "exactly one" has one
+// meaning for the server and the schema.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[oai(rename = "RevocationRequest")]
 pub struct RevocationRequest {
     /// Revoke every session bound to this `secret_key_id`.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]+$"))]
     pub secret_key_id: Option<String>,
-    /// Revoke every session of this subject.
+    /// Revoke every session of this subject: 1–256 visible ASCII characters.
+    #[serde(default, deserialize_with = "present")]
+    #[oai(validator(min_length = 1, max_length = 256, pattern = r"^[!-~]+$"))]
     pub subject: Option<String>,
+}
+
+/// A field that may be left out but, when given, is a string (never `null`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// How many sessions a bulk revocation ended.
@@ -125,8 +136,10 @@ impl AdminApi {
         state: Data<&Arc<HttpState>>,
         _admin: AdminAccess,
         /// Only sessions bound to this `secret_key_id`.
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]+$"))]
         secret_key_id: Query<Option<String>>,
-        /// Only sessions of this subject.
+        /// Only sessions of this subject: 1–256 visible ASCII characters.
+        #[oai(validator(min_length = 1, max_length = 256, pattern = r"^[!-~]+$"))]
         subject: Query<Option<String>>,
         /// At most this many sessions (default 100, at most 1000).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -155,9 +168,11 @@ impl AdminApi {
         &self,
         state: Data<&Arc<HttpState>>,
         _admin: AdminAccess,
-        /// The subject whose usage to read.
+        /// The subject whose usage to read. Exactly one of `subject` and `secret_key_id` (else 422).
+        #[oai(validator(min_length = 1, max_length = 256, pattern = r"^[!-~]+$"))]
         subject: Query<Option<String>>,
-        /// The `secret_key_id` whose usage to read.
+        /// The `secret_key_id` whose usage to read. Exactly one of `subject` and `secret_key_id` (else 422).
+        #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]+$"))]
         secret_key_id: Query<Option<String>>,
     ) -> Result<UsageResponse, ApiFailure> {
         let account = match (subject.0.as_deref(), secret_key_id.0.as_deref()) {

@@ -30,15 +30,22 @@ pub struct IssueSessionRequest {
     /// The name of the real key (never the key itself): 1–128 characters of `A-Z a-z 0-9 . _ : -`.
     #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]+$"))]
     pub secret_key_id: String,
-    /// Lifetime in seconds; the configured default (3600) when absent. Must lie within the configured
-    /// bounds.
-    #[oai(validator(minimum(value = "1")))]
+    /// Lifetime in seconds; the configured default (`session.default_ttl_seconds`, 3600 unless
+    /// configured) when absent or null. Must lie within the configured bounds
+    /// (`session.min_ttl_seconds`..=`session.max_ttl_seconds`, 1..=86400 unless configured), else 422
+    /// `validation_failed`: the bounds are configuration, so the schema can only say "at least 1".
+    #[oai(nullable, validator(minimum(value = "1")))]
     pub ttl_seconds: Option<u64>,
-    /// Free-form labels: at most 16 entries of at most 256 characters each.
+    /// Free-form labels: at most 16 entries; keys of 1–256 characters not starting with `sidekey.`,
+    /// values of at most 256 characters; at most `session.max_metadata_bytes` (2048 unless configured)
+    /// UTF-8 bytes over all keys and values, else 422 `validation_failed`.
+    #[oai(nullable, validator(max_properties = 16))]
     pub metadata: Option<BTreeMap<String, String>>,
     /// What the session may reach, within what the configuration allows.
+    #[oai(nullable)]
     pub scope: Option<ScopeObject>,
     /// What the session may consume: left out, the configured defaults; never above the ceilings.
+    #[oai(nullable)]
     pub limits: Option<LimitsObject>,
 }
 
@@ -59,6 +66,7 @@ pub struct IssuedSession {
     /// The name of the real key the token stands for.
     pub secret_key_id: String,
     /// The authenticated user the session belongs to, or null.
+    #[oai(nullable)]
     pub subject: Option<String>,
     /// What the session may reach.
     pub scope: ScopeObject,
@@ -77,6 +85,7 @@ pub struct SessionView {
     /// The name of the real key the token stands for.
     pub secret_key_id: String,
     /// The authenticated user the session belongs to, or null.
+    #[oai(nullable)]
     pub subject: Option<String>,
     /// When the session was issued (RFC 3339, UTC).
     pub issued_at: OffsetDateTime,
@@ -92,7 +101,9 @@ pub struct SessionView {
     pub limits: LimitsObject,
     /// What it has used.
     pub usage: UsageObject,
-    /// What it may still use under its own limits (in `GET /v1/session` only).
+    /// What it may still use under its own limits (in `GET /v1/session` and the refresh answer only;
+    /// left out of the admin list).
+    #[oai(skip_serializing_if_is_none)]
     pub remaining: Option<RemainingObject>,
 }
 

@@ -22,15 +22,19 @@ use crate::problem::ApiError;
 pub struct ScopeObject {
     /// Upstreams the session may call (`/v1/proxy/{upstream}/…`); default: every upstream that may
     /// receive its key.
+    #[oai(nullable, validator(max_items = 16))]
     pub upstreams: Option<Vec<String>>,
     /// Routes it may call: `"METHOD /path"`, a final `/*` for a path and everything below it, `ANY` for
     /// every method.
+    #[oai(nullable, validator(max_items = 64))]
     pub routes: Option<Vec<String>>,
     /// Models it may ask for (the JSON body's `model`, or a `model` query parameter): exact names or
     /// trailing-`*` patterns.
+    #[oai(nullable, validator(max_items = 64))]
     pub models: Option<Vec<String>>,
     /// Browser origins its proxied calls must come from (`scheme://host[:port]`): a call without one of
     /// these `Origin`s is refused.
+    #[oai(nullable, validator(max_items = 16))]
     pub origins: Option<Vec<String>>,
 }
 
@@ -41,17 +45,17 @@ pub struct ScopeObject {
 #[oai(rename = "Limits")]
 pub struct LimitsObject {
     /// Proxied requests over the session's life.
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(nullable, validator(minimum(value = "1")))]
     pub max_requests: Option<u64>,
     /// Proxied requests per minute (a burst of the whole minute's allowance, then one per interval).
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(nullable, validator(minimum(value = "1")))]
     pub requests_per_minute: Option<u32>,
     /// Input and output tokens over the session's life, metered from the upstream's answers.
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(nullable, validator(minimum(value = "1")))]
     pub max_tokens: Option<u64>,
     /// The most output tokens one request may ask for: `max_tokens`, `max_completion_tokens` and
     /// `max_output_tokens` in a proxied body are clamped to it, or set when absent.
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(nullable, validator(minimum(value = "1")))]
     pub max_output_tokens_per_request: Option<u32>,
 }
 
@@ -71,9 +75,11 @@ pub struct UsageObject {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Object)]
 #[oai(rename = "Remaining")]
 pub struct RemainingObject {
-    /// Proxied requests left.
+    /// Proxied requests left; null without `max_requests`.
+    #[oai(nullable)]
     pub requests: Option<u64>,
-    /// Tokens left, reservations of requests in flight deducted.
+    /// Tokens left, reservations of requests in flight deducted; null without `max_tokens`.
+    #[oai(nullable)]
     pub tokens: Option<u64>,
 }
 
