@@ -8,7 +8,7 @@
 import http from "node:http";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFile, mkdtemp, writeFile } from "node:fs/promises";
+import { readFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -229,6 +229,8 @@ models = ["${settings.model}"]
     child.on("exit", (code) => reject(new Error(`sidekey exited with ${code}:\n${logs}`)));
   });
   child.stderr.resume();
+  // sidekey read its configuration at start-up: the temporary file has done its job.
+  await rm(dir, { recursive: true, force: true });
   return {
     url,
     stop: async () => {
