@@ -105,6 +105,7 @@ pub async fn build_on(
         callers: callers.map(|callers| callers.authenticator),
         metering,
         issue_rate: config.http.issue_limiter(),
+        relays: Default::default(),
     });
     let settings = config.http.settings().context("invalid [http]")?;
     if config.admin.listen.is_none() {

@@ -55,7 +55,11 @@ pub fn install_metrics() -> MetricsRenderer {
 /// When the filter does not parse.
 pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.filter)
-        .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?;
+        .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?
+        // The WebSocket library logs requests and frames at debug and trace, the upstream handshake
+        // (with the real key) among them: held at warn whatever the configured filter says.
+        .add_directive("tungstenite=warn".parse().expect("a valid directive"))
+        .add_directive("tokio_tungstenite=warn".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Human => builder.try_init(),

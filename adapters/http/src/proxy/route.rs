@@ -28,9 +28,11 @@ use poem_openapi::OperationId;
 use sidekey_application::ports::{Remaining, Reservation};
 use sidekey_application::{AUDIT_TARGET, Grant};
 use sidekey_domain::ProxyPath;
+use zeroize::Zeroizing;
 
 use super::metered::{MeteredBody, Reserved, Settlement};
 use super::usage::{Endpoint as ApiEndpoint, RequestRules, UsageMeter, models_from_query, prepare_request};
+use super::websocket;
 use super::{
     BodyOutcome, ClientContext, Outbound, OutboundError, RequestBody, ResponseBody, SendError, Upstream,
 };
@@ -124,13 +126,26 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
     let Some((name, below)) = route.split(&path) else {
         return Err(ApiError::new(ErrorCode::NotFound, "name an upstream: /v1/proxy/{upstream}/…"));
     };
-    let grant = authenticate(&request).await?;
-    // Authenticated, so the header holds the token: kept to scrub it from what is forwarded.
-    let token = request
-        .headers()
-        .typed_get::<Authorization<Bearer>>()
-        .map(|header| header.token().to_owned())
-        .unwrap_or_default();
+    let upgrade = websocket::is_upgrade(request.headers());
+    // A browser's WebSocket cannot send `Authorization`: its token may come as a subprotocol instead.
+    let subprotocol_token = if upgrade && request.headers().typed_get::<Authorization<Bearer>>().is_none() {
+        websocket::subprotocol_token(request.headers()).map(str::to_owned)
+    } else {
+        None
+    };
+    let (grant, token) = match subprotocol_token {
+        Some(token) => (state.sessions.verify(&token).await.map_err(ApiError::from)?, token),
+        None => {
+            let grant = authenticate(&request).await?;
+            // Authenticated, so the header holds the token: kept to scrub it from what is forwarded.
+            let token = request
+                .headers()
+                .typed_get::<Authorization<Bearer>>()
+                .map(|header| header.token().to_owned())
+                .unwrap_or_default();
+            (grant, token)
+        }
+    };
     let proxy = state.proxy.as_ref();
     let upstream = proxy
         .and_then(|proxy| proxy.upstream(name))
@@ -335,8 +350,20 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         }
     })?;
 
-    let started = Instant::now();
     let proxy = proxy.expect("an upstream was found, so the proxy exists");
+    if upgrade {
+        count(upstream, StatusCode::SWITCHING_PROTOCOLS, "websocket");
+        let watch = websocket::Watch {
+            sessions: state.sessions.clone(),
+            metering: state.metering.clone(),
+            token: Zeroizing::new(token.clone()),
+            session: session.clone(),
+            admitted,
+            relays: state.relays.clone(),
+        };
+        return websocket::open(proxy.websockets(), upstream, upstream_request, &request, watch).await;
+    }
+    let started = Instant::now();
     let sent = proxy.send(upstream, upstream_request).await;
     let elapsed = started.elapsed();
     let settle_nothing = |admitted: &Option<(Box<Reservation>, Remaining)>| {
