@@ -392,10 +392,15 @@ async fn refusals_before_the_upgrade_are_problem_documents_and_reach_nothing() {
 
 /// Opens a socket with the token as a subprotocol and checks one round trip.
 async fn open(app: &TestApp, token: &str, query: &str) -> Client {
-    let protocols = format!("sidekey-token.{token}");
+    let protocols = format!("sidekey, sidekey-token.{token}");
     let path = format!("/v1/proxy/realtime/v1/realtime{query}");
-    let (mut client, _) =
+    let (mut client, answer) =
         connect(app, &path, &[("sec-websocket-protocol", &protocols)]).await.expect("the upgrade succeeds");
+    assert_eq!(
+        answer.headers().get("sec-websocket-protocol").and_then(|value| value.to_str().ok()),
+        Some("sidekey"),
+        "the marker is chosen when the upstream chose nothing"
+    );
     client.send(Message::text("ready?")).await.unwrap();
     assert_eq!(next_data(&mut client).await, Message::text("ready?"));
     client

@@ -51,7 +51,9 @@ use crate::problem::{ApiError, ErrorCode};
 /// The subprotocol prefix that carries the session token from a browser (`new WebSocket(url,
 /// ["sidekey-token." + token])`): a browser's WebSocket cannot send `Authorization`.
 pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "sidekey-token.";
-/// A marker subprotocol a client library may offer beside the token; never forwarded.
+/// A marker subprotocol a client offers beside the token; never forwarded, and chosen in the answer when
+/// the upstream chose no subprotocol (a browser fails a socket whose offered subprotocols were all
+/// ignored, and the token itself is never echoed).
 pub const MARKER_SUBPROTOCOL: &str = "sidekey";
 
 /// How often a live socket re-verifies its session: revocations on any instance close it within a second.
@@ -335,11 +337,16 @@ pub(crate) async fn open(
         Ok(Ok(connected)) => connected,
     };
 
+    // A browser that offered subprotocols fails the socket unless one is chosen: when the upstream
+    // chose none, the `sidekey` marker the client offered beside its token is (never the token).
+    let marker_offered = offered_subprotocols(request.headers())
+        .any(|protocol| protocol.eq_ignore_ascii_case(MARKER_SUBPROTOCOL));
     let chosen = answer
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .filter(|value| value.to_str().is_ok_and(|protocol| !is_sidekey_subprotocol(protocol)))
-        .cloned();
+        .cloned()
+        .or_else(|| marker_offered.then(|| HeaderValue::from_static(MARKER_SUBPROTOCOL)));
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
