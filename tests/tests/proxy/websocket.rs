@@ -603,3 +603,98 @@ async fn the_python_websockets_client_connects_with_the_token_as_a_subprotocol()
     assert!(!handshake.contains(&issued.token));
     app.shutdown().await;
 }
+
+/// Asks `app` for a ticket for `token`, checking the answer's shape.
+async fn ticket(app: &TestApp, token: &str) -> String {
+    let response =
+        sidekey_tests::send(app.request(reqwest::Method::POST, "/v1/session/tickets", Some(token))).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(sidekey_tests::header(&response, "cache-control").as_deref(), Some("no-store"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["expires_in"], 30, "{body}");
+    let ticket = body["ticket"].as_str().expect("a ticket").to_owned();
+    assert!(ticket.starts_with("skq_") && ticket.len() >= 47, "{ticket}");
+    ticket
+}
+
+#[tokio::test]
+async fn a_ticket_opens_one_websocket_never_reaches_the_upstream_and_is_refused_when_reused() {
+    let upstream = WsUpstream::start().await;
+    let app = app_for(&upstream, |_| {}).await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+    let ticket = ticket(&app, &issued.token).await;
+
+    let path = format!("/v1/proxy/realtime/v1/realtime?model=gpt-realtime&sidekey_ticket={ticket}");
+    let (mut client, _) = connect(&app, &path, &[]).await.expect("the ticket opens the socket");
+    client.send(Message::text("with a ticket")).await.unwrap();
+    assert_eq!(next_data(&mut client).await, Message::text("with a ticket"));
+    let handshake = upstream.handshakes().pop().unwrap();
+    assert_eq!(handshake.path_and_query, "/base/v1/realtime?model=gpt-realtime");
+    assert!(
+        !handshake.contains(&ticket) && !handshake.contains("skq_") && !handshake.contains(&issued.token)
+    );
+    assert_eq!(handshake.header("authorization"), Some(bearer(&app.real_key).as_str()));
+
+    let (status, body) = refused(&app, &path, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "reused: {body}");
+    // The socket the ticket opened still lives by the session: revoking it closes the socket.
+    assert_eq!(app.revoke(&issued.token).await.status(), 204);
+    let (frame, _) = close_frame(&mut client, PATIENCE).await;
+    assert_closed_with(frame, 1008, "session_revoked");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_source_get_with_a_ticket_streams_and_a_late_ticket_is_refused() {
+    let upstream = super::upstream::FakeUpstream::start().await;
+    let settings = upstream_config("openai", &upstream.url(""), &[SECRET_KEY_ID]);
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = spawn_app_on(clock.clone(), |config| config.upstreams = vec![settings]).await;
+    let issued = app.issue_token(SECRET_KEY_ID, None).await;
+
+    // As an EventSource would: a bare GET, no Authorization, the ticket in the query.
+    let ticket = ticket(&app, &issued.token).await;
+    let url = app.url(&format!("/v1/proxy/openai/v1/sse?n=3&gap_ms=10&sidekey_ticket={ticket}"));
+    let response = sidekey_tests::send(app.client.get(&url).header("accept", "text/event-stream")).await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert_eq!(body.matches("data: ").count(), 3, "{body}");
+    let seen = upstream.only_request();
+    assert_eq!(seen.target, "/v1/sse?n=3&gap_ms=10");
+    assert!(!seen.contains(&ticket) && !seen.contains(&issued.token));
+    assert_eq!(seen.header("authorization"), Some(bearer(&app.real_key).as_str()));
+
+    let reused = sidekey_tests::send(app.client.get(&url)).await;
+    sidekey_tests::assert_problem(reused, 401, "invalid_token").await;
+
+    // A POST may not spend a ticket: it is simply not a credential there.
+    let ticket = self::ticket(&app, &issued.token).await;
+    let post = app.client.post(app.url(&format!("/v1/proxy/openai/v1/x?sidekey_ticket={ticket}")));
+    sidekey_tests::assert_problem(sidekey_tests::send(post).await, 401, "missing_token").await;
+
+    clock.advance(Duration::from_secs(31));
+    let url = app.url(&format!("/v1/proxy/openai/v1/sse?sidekey_ticket={ticket}"));
+    sidekey_tests::assert_problem(sidekey_tests::send(app.client.get(&url)).await, 401, "invalid_token")
+        .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ticket_issued_on_one_instance_works_once_on_another() {
+    let upstream = WsUpstream::start().await;
+    let settings = realtime_upstream(&upstream);
+    let Some(instances) = Instances::start(|config| config.upstreams = vec![settings.clone()], None).await
+    else {
+        return;
+    };
+    let issued = instances.a.issue_token(SECRET_KEY_ID, None).await;
+    let ticket = ticket(&instances.a, &issued.token).await;
+    let path = format!("/v1/proxy/realtime/v1/realtime?sidekey_ticket={ticket}");
+    let (mut client, _) = connect(&instances.b, &path, &[]).await.expect("the ticket works on B");
+    client.send(Message::text("b")).await.unwrap();
+    assert_eq!(next_data(&mut client).await, Message::text("b"));
+    let (status, body) = refused(&instances.a, &path, &[]).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")), "{body}");
+    drop(client);
+    instances.finish().await;
+}
