@@ -49,6 +49,10 @@ pub fn install_metrics() -> MetricsRenderer {
     Arc::new(move || handle.render())
 }
 
+/// Log targets held at `warn` whatever the configured filter says: the WebSocket library logs the
+/// upstream handshake (the real key among its headers) and frames at debug and trace.
+pub const QUIET_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
 /// Installs the tracing subscriber: JSON or human lines on stderr, filtered by `config.filter`.
 ///
 /// # Errors
@@ -58,8 +62,10 @@ pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?
         // The WebSocket library logs requests and frames at debug and trace, the upstream handshake
         // (with the real key) among them: held at warn whatever the configured filter says.
-        .add_directive("tungstenite=warn".parse().expect("a valid directive"))
-        .add_directive("tokio_tungstenite=warn".parse().expect("a valid directive"));
+        ;
+    let filter = QUIET_TARGETS.iter().fold(filter, |filter, target| {
+        filter.add_directive(format!("{target}=warn").parse().expect("a valid directive"))
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Human => builder.try_init(),
