@@ -59,10 +59,8 @@ pub const QUIET_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 /// When the filter does not parse.
 pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.filter)
-        .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?
-        // The WebSocket library logs requests and frames at debug and trace, the upstream handshake
-        // (with the real key) among them: held at warn whatever the configured filter says.
-        ;
+        .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?;
+    // Added last, so they win over whatever the configured filter says of these targets.
     let filter = QUIET_TARGETS.iter().fold(filter, |filter, target| {
         filter.add_directive(format!("{target}=warn").parse().expect("a valid directive"))
     });
