@@ -94,6 +94,8 @@ impl WsUpstream {
     }
 }
 
+// The callback's error type is tungstenite's (an HTTP response), not ours to make smaller.
+#[allow(clippy::result_large_err)]
 async fn serve(stream: TcpStream, record: Arc<Mutex<Record>>) {
     let recorded = record.clone();
     let callback = move |request: &Request, mut response: Response| {
