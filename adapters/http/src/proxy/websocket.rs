@@ -231,6 +231,19 @@ pub(crate) struct Watch {
     pub relays: Relays,
 }
 
+impl Drop for Watch {
+    /// An upgrade that never became a relay (the upstream refused or failed, the client left) generated
+    /// nothing: its reservation goes back at once rather than at its lapse. A relay settles it itself.
+    fn drop(&mut self) {
+        if let Some((reservation, _)) = self.admitted.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let metering = self.metering.clone();
+            runtime.spawn(async move { metering.settle(&reservation, TokenUsage::default()).await });
+        }
+    }
+}
+
 /// Connects `upstream_request` (built by [`Upstream::request`]) to the upstream as a WebSocket and, once
 /// it has accepted, answers the client's upgrade and spawns the relay.
 ///
@@ -480,7 +493,7 @@ async fn relay<C, U>(
     mut client: WebSocketStream<C>,
     mut upstream_socket: WebSocketStream<U>,
     upstream: &Upstream,
-    watch: Watch,
+    mut watch: Watch,
     mut guard: RelayGuard,
 ) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -586,8 +599,8 @@ async fn relay<C, U>(
         let (a, b) = tokio::join!(close(&mut client, frame.clone()), close(&mut upstream_socket, frame));
         let _ = (a, b);
     }
-    if let Some((reservation, _)) = &watch.admitted {
-        watch.metering.settle(reservation, used).await;
+    if let Some((reservation, _)) = watch.admitted.take() {
+        watch.metering.settle(&reservation, used).await;
     }
     open_gauge.decrement(1.0);
     metrics::counter!("sidekey_websocket_closes_total", "upstream" => name.clone(), "reason" => reason.label())
