@@ -26,29 +26,37 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
-async def round_trips(url, subprotocols, messages):
-    payload = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 200})
-    async with connect(url, subprotocols=subprotocols, compression=None, max_size=None) as ws:
-        for _ in range(200):  # warm-up
-            await ws.send(payload)
-            await ws.recv()
-        samples = []
-        for _ in range(messages):
-            started = time.perf_counter_ns()
-            await ws.send(payload)
-            await ws.recv()
-            samples.append((time.perf_counter_ns() - started) / 1000)
-    samples.sort()
-    return {"p50_us": samples[len(samples) // 2], "p99_us": samples[int(len(samples) * 0.99)],
-            "mean_us": statistics.mean(samples)}
+async def timed(ws, payload, count, samples):
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        await ws.send(payload)
+        await ws.recv()
+        samples.append((time.perf_counter_ns() - started) / 1000)
+
+
+def summary(samples):
+    samples = sorted(samples)
+    return {"p50_us": round(samples[len(samples) // 2], 1), "p99_us": round(samples[int(len(samples) * 0.99)], 1),
+            "mean_us": round(statistics.mean(samples), 1)}
 
 
 async def measure(direct, proxied, token, pid, messages, sockets):
     protocols = ["sidekey", "sidekey-token." + token]
-    result = {"direct": await round_trips(direct, None, messages),
-              "proxied": await round_trips(proxied, protocols, messages)}
+    payload = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 200})
+    # Both sockets open at once, measured in alternating blocks, so that the machine's drift (other
+    # processes, CPU frequency) falls on both alike.
+    async with connect(direct, compression=None, max_size=None) as plain, \
+            connect(proxied, subprotocols=protocols, compression=None, max_size=None) as relayed:
+        for ws in (plain, relayed):
+            await timed(ws, payload, 200, [])  # warm-up
+        samples = {"direct": [], "proxied": []}
+        block = max(1, messages // 20)
+        for _ in range(20):
+            await timed(plain, payload, block, samples["direct"])
+            await timed(relayed, payload, block, samples["proxied"])
+    result = {name: summary(values) for name, values in samples.items()}
     for key in ("p50_us", "p99_us"):
-        result["added_per_direction_" + key] = (result["proxied"][key] - result["direct"][key]) / 2
+        result["added_per_direction_" + key] = round((result["proxied"][key] - result["direct"][key]) / 2, 1)
     await asyncio.sleep(1)
     before = rss_kib(pid)
     held = []
