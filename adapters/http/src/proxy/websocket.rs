@@ -3,22 +3,22 @@
 //!
 //! The order: the route checks the request as any other (token, upstream, allowlist, path, route, origin,
 //! the `model` query parameter, rate, budgets), so a refusal is the usual problem+json before any upgrade.
-//! Then [`open`] connects to the upstream (`ws://` or `wss://` from its `base_url`, the same path and
+//! Then `open` connects to the upstream (`ws://` or `wss://` from its `base_url`, the same path and
 //! query mapping and the same headers as HTTP proxying, the real key injected, the client's credential
 //! and `sidekey` subprotocols removed), and only when the upstream has answered `101` does the client
 //! get its own `101`, with the subprotocol the upstream chose. A refusal by the upstream goes back to the
 //! client as the upstream's status and body, as with HTTP.
 //!
-//! The relay ([`relay`]) is one task per socket that forwards each message as soon as it is read (text,
+//! The relay is one task per socket that forwards each message as soon as it is read (text,
 //! binary, ping, pong, close with its code and reason) and watches the session: it re-verifies the token
-//! every [`RECHECK`] (the Redis store answers from its local cache, invalidated by pub/sub, so a check is
+//! every `RECHECK` (500 ms; the Redis store answers from its local cache, invalidated by pub/sub, so a check is
 //! cheap and a revocation on any instance is seen within a second), the upstream's
 //! `websocket_max_seconds` and `websocket_idle_seconds`, the models a client's `session.update` names,
 //! and the server's shutdown ([`Relays`]). It closes both sides with 1008 and a short reason (1001 on
 //! shutdown), audits the closing and counts it.
 //!
 //! Why tungstenite's messages rather than raw frames: a fragmented message is reassembled before it is
-//! forwarded (bounded by [`MAX_MESSAGE_BYTES`]), which is what lets a `session.update` be read whole; the
+//! forwarded (bounded by `MAX_MESSAGE_BYTES`, 16 MiB), which is what lets a `session.update` be read whole; the
 //! realtime APIs send whole messages of a few KiB, so nothing waits in practice.
 
 use std::sync::Arc;
