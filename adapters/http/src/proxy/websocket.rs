@@ -9,17 +9,17 @@
 //! get its own `101`, with the subprotocol the upstream chose. A refusal by the upstream goes back to the
 //! client as the upstream's status and body, as with HTTP.
 //!
-//! The relay is one task per socket that forwards each message as soon as it is read (text,
-//! binary, ping, pong, close with its code and reason) and watches the session: it re-verifies the token
-//! every `RECHECK` (500 ms; the Redis store answers from its local cache, invalidated by pub/sub, so a check is
-//! cheap and a revocation on any instance is seen within a second), the upstream's
+//! The relay is one task per socket that forwards each message as soon as it is read (text, binary,
+//! ping, pong, close with its code and reason) and watches the session: it re-verifies the token every
+//! `RECHECK` (500 ms; the Redis store answers from its local cache, invalidated by pub/sub, so a check
+//! is cheap and a revocation on any instance is seen within a second), the upstream's
 //! `websocket_max_seconds` and `websocket_idle_seconds`, the models a client's `session.update` names,
 //! and the server's shutdown ([`Relays`]). It closes both sides with 1008 and a short reason (1001 on
 //! shutdown), audits the closing and counts it.
 //!
 //! Why tungstenite's messages rather than raw frames: a fragmented message is reassembled before it is
-//! forwarded (bounded by `MAX_MESSAGE_BYTES`, 16 MiB), which is what lets a `session.update` be read whole; the
-//! realtime APIs send whole messages of a few KiB, so nothing waits in practice.
+//! forwarded (bounded by `MAX_MESSAGE_BYTES`, 16 MiB), which is what lets a `session.update` be read
+//! whole; the realtime APIs send whole messages of a few KiB, so nothing waits in practice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -576,7 +576,8 @@ async fn relay<C, U>(
                 {
                     used.input = used.input.saturating_add(usage.input);
                     used.output = used.output.saturating_add(usage.output);
-                    exhausted = token_budget.is_some_and(|budget| used.input.saturating_add(used.output) >= budget);
+                    let total = used.input.saturating_add(used.output);
+                    exhausted = token_budget.is_some_and(|budget| total >= budget);
                 }
                 if let Message::Close(frame) = message {
                     finish(&mut client, &mut upstream_socket, frame).await;
@@ -603,7 +604,8 @@ async fn relay<C, U>(
         watch.metering.settle(&reservation, used).await;
     }
     open_gauge.decrement(1.0);
-    metrics::counter!("sidekey_websocket_closes_total", "upstream" => name.clone(), "reason" => reason.label())
+    let reason_label = reason.label();
+    metrics::counter!("sidekey_websocket_closes_total", "upstream" => name.clone(), "reason" => reason_label)
         .increment(1);
     let session = &watch.session;
     tracing::info!(
