@@ -318,7 +318,11 @@ impl From<sidekey_application::TicketError> for ApiError {
                     format!("the ticket store is unavailable; {RETRY_SHORTLY}"),
                 )
             }
-            TicketError::Disabled => Self::new(ErrorCode::NotFound, error.to_string()),
+            // A wiring fault (`bin` always installs a ticket store), not the client's.
+            TicketError::Disabled => {
+                tracing::error!("no ticket store is installed");
+                Self::new(ErrorCode::Internal, "tickets are not available")
+            }
             TicketError::Entropy(cause) => {
                 tracing::error!(%cause, "no randomness for a ticket");
                 Self::new(ErrorCode::Internal, "no ticket could be made")
