@@ -29,10 +29,10 @@ pub use metering::{AdmitError, Budgets, Metering};
 pub use ports::{
     BusError, BusFeed, CallerCredential, CallerRejection, CallerVerifier, CallerVerifierError, Clock,
     DirectoryError, DirectorySession, DirectoryUser, ENDED_SESSION_RETENTION, EventBus, Grant, Lookup,
-    RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore, StoreError, UsageLedger,
-    UserDirectory, VerifiedCredential,
+    RevocationTarget, SecretSource, SecretSourceError, SessionFilter, SessionStore, StoreError, StoredTicket,
+    TicketStore, TicketStoreError, UsageLedger, UserDirectory, VerifiedCredential,
 };
 pub use sessions::{
     AdminError, IssuanceLimits, IssueError, IssueRequest, Issued, Readiness, RefreshError, Rejection,
-    RevokeError, Scoping, SessionService, VerifyError,
+    RevokeError, Scoping, SessionService, TicketError, VerifyError,
 };

@@ -11,6 +11,7 @@
 //! - [`clock`]: the [`Clock`].
 //! - [`caller_verifier`]: [`CallerVerifier`], the check of a caller's credential.
 //! - [`usage_ledger`]: [`UsageLedger`], where requests and tokens are counted against limits.
+//! - [`ticket_store`]: [`TicketStore`], where one-time tickets wait for their one use.
 //! - [`user_directory`]: [`UserDirectory`], the app's users and sign-in sessions.
 
 pub mod caller_verifier;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod event_bus;
 pub mod secret_source;
 pub mod session_store;
+pub mod ticket_store;
 pub mod usage_ledger;
 pub mod user_directory;
 
@@ -30,6 +32,7 @@ pub use secret_source::{SecretSource, SecretSourceError};
 pub use session_store::{
     ENDED_SESSION_RETENTION, Grant, Lookup, RevocationTarget, SessionFilter, SessionStore, StoreError,
 };
+pub use ticket_store::{StoredTicket, TicketStore, TicketStoreError};
 pub use usage_ledger::{
     Account, AccountUsage, Admission, Admitted, LedgerError, LimitScope, RESERVATION_LIFETIME, Refusal,
     Remaining, Reservation, SessionUsage, UsageLedger, WindowTotals,
@@ -46,6 +49,8 @@ pub use event_bus::MockEventBus;
 pub use secret_source::MockSecretSource;
 #[cfg(any(test, feature = "test-util"))]
 pub use session_store::MockSessionStore;
+#[cfg(any(test, feature = "test-util"))]
+pub use ticket_store::MockTicketStore;
 #[cfg(any(test, feature = "test-util"))]
 pub use usage_ledger::MockUsageLedger;
 #[cfg(any(test, feature = "test-util"))]

@@ -6,15 +6,15 @@ use std::time::SystemTime;
 use metrics::Counter;
 use sidekey_domain::{
     CallerSession, EntropyError, LimitError, Limits, LimitsPolicy, Metadata, Scope, ScopeError, SecretRef,
-    Session, SessionId, SessionPolicy, Subject, Token, TokenDigest, TokenKeys, TokenParseError, TtlError,
-    UpstreamPolicy,
+    Session, SessionId, SessionPolicy, Subject, TICKET_LIFETIME, Ticket, Token, TokenDigest, TokenKeys,
+    TokenParseError, TtlError, UpstreamPolicy,
 };
 
 use crate::AUDIT_TARGET;
 use crate::callers::CascadeCheck;
 use crate::ports::{
     Clock, DirectoryError, Grant, LedgerError, Lookup, RevocationTarget, SecretSource, SecretSourceError,
-    SessionFilter, SessionStore, StoreError, UsageLedger,
+    SessionFilter, SessionStore, StoreError, StoredTicket, TicketStore, UsageLedger,
 };
 
 /// What a caller asks for when creating a session.
@@ -229,6 +229,28 @@ pub struct SessionService {
     scoping: Scoping,
     /// What one issuance may create.
     issuance: IssuanceLimits,
+    /// Where one-time tickets wait; `None`: tickets are not offered.
+    tickets: Option<Arc<dyn TicketStore>>,
+}
+
+/// Why a ticket could not be issued or redeemed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// The token presented to issue one did not verify.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The ticket is malformed, unknown, used already or expired (the client must ask for another).
+    #[error("the ticket is not valid (unknown, used already, or expired)")]
+    Invalid,
+    /// The ticket store could not be asked (fail closed).
+    #[error("the ticket store is unavailable: {0}")]
+    StoreUnavailable(String),
+    /// No ticket store is configured.
+    #[error("tickets are not enabled")]
+    Disabled,
+    /// The OS had no randomness to give.
+    #[error("no randomness for a ticket: {0}")]
+    Entropy(String),
 }
 
 /// Bounds on what one issuance may create.
@@ -287,7 +309,61 @@ impl SessionService {
             cascade: None,
             scoping: Scoping::default(),
             issuance: IssuanceLimits::default(),
+            tickets: None,
         }
+    }
+
+    /// Offers one-time tickets, kept in `store`.
+    #[must_use]
+    pub fn with_tickets(mut self, store: Arc<dyn TicketStore>) -> Self {
+        self.tickets = Some(store);
+        self
+    }
+
+    /// Issues a one-time ticket for the session of the presented token, valid [`TICKET_LIFETIME`].
+    ///
+    /// # Errors
+    /// [`TicketError::Verify`] when the token does not verify; [`TicketError::StoreUnavailable`],
+    /// [`TicketError::Disabled`], [`TicketError::Entropy`].
+    pub async fn issue_ticket(&self, presented: &str) -> Result<Ticket, TicketError> {
+        let store = self.tickets.as_ref().ok_or(TicketError::Disabled)?;
+        let grant = self.verify(presented).await?;
+        let token = Token::parse(presented).map_err(|_| TicketError::Invalid)?;
+        let ticket = Ticket::generate().map_err(|error| TicketError::Entropy(error.to_string()))?;
+        let stored = StoredTicket {
+            sealed_token: ticket.seal(&token),
+            expires_at: self.clock.now() + TICKET_LIFETIME,
+        };
+        store.put(ticket.digest(), stored).await.map_err(|error| TicketError::StoreUnavailable(error.0))?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "ticket.issued",
+            session_id = %grant.session.id(),
+            token = %token.digest().fingerprint(),
+        );
+        Ok(ticket)
+    }
+
+    /// Redeems a ticket, once: the session it stands for (verified now, as a token would be) and that
+    /// session's token, for the live checks of what it opens.
+    ///
+    /// # Errors
+    /// [`TicketError::Invalid`] for a malformed, unknown, used or expired ticket; [`TicketError::Verify`]
+    /// when its session no longer verifies; [`TicketError::StoreUnavailable`], [`TicketError::Disabled`].
+    pub async fn redeem_ticket(&self, presented: &str) -> Result<(Grant, Token), TicketError> {
+        let store = self.tickets.as_ref().ok_or(TicketError::Disabled)?;
+        let ticket = Ticket::parse(presented).map_err(|_| TicketError::Invalid)?;
+        let stored = store
+            .take(&ticket.digest())
+            .await
+            .map_err(|error| TicketError::StoreUnavailable(error.0))?
+            .ok_or(TicketError::Invalid)?;
+        if self.clock.now() > stored.expires_at {
+            return Err(TicketError::Invalid);
+        }
+        let token = ticket.open(&stored.sealed_token).ok_or(TicketError::Invalid)?;
+        let grant = self.verify(token.expose()).await?;
+        Ok((grant, token))
     }
 
     /// Bounds issuances by `issuance` (by default: 2 KiB of metadata, no bound on live sessions).

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sidekey_application::{
     CallerAuthenticator, CascadeCheck, Clock, IssuanceLimits, Metering, Scoping, SecretSource,
-    SessionService, SessionStore, UsageLedger,
+    SessionService, SessionStore, TicketStore, UsageLedger,
 };
 use sidekey_domain::SecretRef;
 use sidekey_http::{self as http, HttpApp, HttpSettings, HttpState, MetricsRenderer, Proxy, Surface};
@@ -87,7 +87,8 @@ pub async fn build_on(
         Arc::new(Metering::new(ledger, clock.clone(), config.limits.budgets().context("invalid [limits]")?));
     let mut service = SessionService::new(store, secrets.source.clone(), clock.clone(), policy)
         .with_scoping(scoping)
-        .with_issuance_limits(issuance);
+        .with_issuance_limits(issuance)
+        .with_tickets(ticket_store(config, clock.clone())?);
     let callers = caller_authentication(config, clock.clone())?;
     if let Some(callers) = &callers
         && let Some(cascade) = &callers.cascade
@@ -105,6 +106,7 @@ pub async fn build_on(
         callers: callers.map(|callers| callers.authenticator),
         metering,
         issue_rate: config.http.issue_limiter(),
+        relays: Default::default(),
     });
     let settings = config.http.settings().context("invalid [http]")?;
     if config.admin.listen.is_none() {
@@ -279,6 +281,28 @@ async fn usage_ledger(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<
             .await
             .context("store.url is not a usable Redis URL")?;
             Ok(Arc::new(ledger))
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreUrl::Redis(_) => {
+            let _ = clock;
+            anyhow::bail!(
+                "store.url names Redis, but this build of sidekey has no Redis (cargo feature `redis`)"
+            )
+        }
+    }
+}
+
+/// The one-time ticket store: where sessions are (one Redis for every instance, so a ticket works once
+/// on any of them).
+fn ticket_store(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn TicketStore>> {
+    match &config.store.url {
+        StoreUrl::Memory => Ok(Arc::new(sidekey_local::InMemoryTicketStore::new(clock))),
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => {
+            let settings = config.store.redis.store(url.expose(), &config.store.prefix);
+            let store = sidekey_redis::RedisTicketStore::connect(&settings, clock)
+                .context("store.url is not a usable Redis URL")?;
+            Ok(Arc::new(store))
         }
         #[cfg(not(feature = "redis"))]
         StoreUrl::Redis(_) => {

@@ -51,6 +51,10 @@ pub fn install_metrics() -> MetricsRenderer {
     Arc::new(move || handle.render())
 }
 
+/// Log targets held at `warn` whatever the configured filter says: the WebSocket library logs the
+/// upstream handshake (the real key among its headers) and frames at debug and trace.
+pub const QUIET_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
 /// Installs the tracing subscriber: JSON or human lines on stderr, filtered by `config.filter`.
 ///
 /// # Errors
@@ -58,6 +62,10 @@ pub fn install_metrics() -> MetricsRenderer {
 pub fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.filter)
         .map_err(|error| anyhow::anyhow!("invalid log filter {:?}: {error}", config.filter))?;
+    // Added last, so they win over whatever the configured filter says of these targets.
+    let filter = QUIET_TARGETS.iter().fold(filter, |filter, target| {
+        filter.add_directive(format!("{target}=warn").parse().expect("a valid directive"))
+    });
     let colour = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);

@@ -12,6 +12,8 @@
 //! - [`secret_value`]: [`SecretValue`], the real credential itself: redacted, zeroed on drop.
 //! - [`token`]: [`Token`] (`skt_` + base62 body + checksum), its [`TokenDigest`] and short fingerprint,
 //!   and the [`TokenKeys`] a store may know (digest and [`SealingKey`]).
+//! - [`ticket`]: [`Ticket`] (`skq_`), the one-time stand-in for a token in a browser's query, its
+//!   [`TicketDigest`], and the token sealed under it.
 //! - [`session`]: [`SessionId`], [`Subject`], [`Metadata`], [`CallerSession`] and [`Session`] with its
 //!   expiry arithmetic.
 //! - [`metering`]: the [`TokenUsage`] of a request, the budgets that span sessions ([`SubjectLimits`],
@@ -29,6 +31,7 @@ pub mod scope;
 pub mod secret_ref;
 pub mod secret_value;
 pub mod session;
+pub mod ticket;
 pub mod token;
 
 pub use metering::{Period, SecretKeyLimits, SubjectLimits, TokenUsage, Window};
@@ -45,4 +48,5 @@ pub use session::{
     CallerSession, CallerSessionError, Metadata, MetadataError, RESERVED_METADATA_PREFIX, Session, SessionId,
     SessionIdError, SessionParts, SessionPartsError, Subject, SubjectError,
 };
+pub use ticket::{TICKET_LIFETIME, TICKET_PREFIX, Ticket, TicketDigest, TicketParseError};
 pub use token::{EntropyError, SealingKey, Token, TokenDigest, TokenFingerprint, TokenKeys, TokenParseError};

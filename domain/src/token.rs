@@ -48,6 +48,12 @@ pub enum TokenParseError {
 #[error("the operating system's random number generator failed: {0}")]
 pub struct EntropyError(String);
 
+impl EntropyError {
+    pub(crate) fn new(cause: String) -> Self {
+        Self(cause)
+    }
+}
+
 impl Token {
     /// A fresh token from 256 bits of the operating system's CSPRNG.
     ///
@@ -184,7 +190,7 @@ impl fmt::Debug for Token {
 /// Long division over 32-bit limbs by 62^5, five digits per pass: nine passes of eight divisions for a
 /// token body. Dividing byte by byte by 62 (1,376 dependent divisions) took 2.6 µs, an eighth of an
 /// issue's CPU time (perf, docs/BENCHMARKS.md).
-fn encode_base62(bytes: &[u8], out: &mut [u8]) {
+pub(crate) fn encode_base62(bytes: &[u8], out: &mut [u8]) {
     /// 62^5 < 2^30, so a remainder shifted left by 32 bits plus a limb fits in a u64.
     const CHUNK: u64 = 62u64.pow(5);
     let count = bytes.len().div_ceil(4);

@@ -3,16 +3,21 @@
 //! Its own test binary because it installs the process's global tracing subscriber (TRACE for every target,
 //! `log` records included), writing human and JSON lines into memory, and then runs one whole scenario.
 //! The server runs on a [`ManualClock`], so that its one-second session expires when the test says so.
+//! The WebSocket library's targets are held at warn as the binary holds them (`QUIET_TARGETS`): at
+//! TRACE it prints the upstream handshake, real key included (checked: the test fails without them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sidekey_local::memory::MAX_PURGE_SLEEP;
 use sidekey_test_support::ManualClock;
 use sidekey_tests::{LogCapture, OTHER_SECRET_KEY_ID, SECRET_KEY_ID, fingerprint, send, spawn_app_on};
-use tracing_subscriber::filter::LevelFilter;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -23,8 +28,14 @@ const PURGED_WITHIN: Duration = MAX_PURGE_SLEEP.saturating_add(Duration::from_se
 
 fn install_capture() -> LogCapture {
     let capture = LogCapture::default();
+    // Everything at TRACE, but for the targets the binary holds at warn (its frames and handshakes).
+    let filter = sidekey::telemetry::QUIET_TARGETS
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |filter, target| {
+            filter.with_target(*target, LevelFilter::WARN)
+        });
     tracing_subscriber::registry()
-        .with(LevelFilter::TRACE)
+        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
@@ -43,6 +54,49 @@ fn install_capture() -> LogCapture {
     capture
 }
 
+/// A WebSocket upstream that echoes every message.
+async fn echo_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(message)) = socket.next().await {
+                    if message.is_text() || message.is_binary() {
+                        let _ = socket.send(message).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a WebSocket on `path` with these headers, sends `payload`, and checks the echo.
+async fn echo_through(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&'static str, String)],
+    payload: &str,
+) {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(request, stream).await.expect("the upgrade succeeds");
+    socket.send(Message::text(payload)).await.unwrap();
+    loop {
+        if let Message::Text(text) = socket.next().await.expect("an echo").unwrap() {
+            assert_eq!(text.as_str(), payload);
+            break;
+        }
+    }
+    socket.close(None).await.unwrap();
+}
+
 /// Lines that hold every one of `needles`.
 fn lines_with<'a>(logs: &'a str, needles: &[&str]) -> Vec<&'a str> {
     logs.lines().filter(|line| needles.iter().all(|needle| line.contains(needle))).collect()
@@ -52,7 +106,14 @@ fn lines_with<'a>(logs: &'a str, needles: &[&str]) -> Vec<&'a str> {
 async fn no_token_or_real_key_ever_reaches_the_logs_while_the_audit_trail_does() {
     let capture = install_capture();
     let clock = Arc::new(ManualClock::starting_now());
-    let app = spawn_app_on(clock.clone(), |_| {}).await;
+    let upstream = echo_upstream().await;
+    let app = spawn_app_on(clock.clone(), |config| {
+        config.upstreams = vec![sidekey_http::UpstreamSettings {
+            allowed_secret_key_ids: vec![SECRET_KEY_ID.to_owned()],
+            ..sidekey_http::UpstreamSettings::new("realtime", format!("http://{upstream}"))
+        }];
+    })
+    .await;
     let admin_token = app.admin_token.clone().unwrap();
 
     // Issue, use, inspect, refresh.
@@ -67,6 +128,27 @@ async fn no_token_or_real_key_ever_reaches_the_logs_while_the_audit_trail_does()
     assert_eq!(send(app.admin(Method::GET, "/v1/admin/sessions")).await.status(), StatusCode::OK);
     let filtered = format!("/v1/admin/sessions?secret_key_id={SECRET_KEY_ID}&limit=10");
     assert_eq!(send(app.admin(Method::GET, &filtered)).await.status(), StatusCode::OK);
+
+    // WebSockets: the token as a subprotocol, then a one-time ticket in the query; frames both ways.
+    let frame = format!("frame-payload-{}", sidekey_test_support::random_hex(16));
+    let protocols = format!("sidekey, sidekey-token.{}", kept.token);
+    echo_through(
+        app.addr,
+        "/v1/proxy/realtime/v1/realtime",
+        &[("sec-websocket-protocol", protocols)],
+        &frame,
+    )
+    .await;
+    let tickets = send(app.request(Method::POST, "/v1/session/tickets", Some(&kept.token))).await;
+    assert_eq!(tickets.status(), StatusCode::CREATED);
+    let ticket = tickets.json::<serde_json::Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned();
+    let with_ticket = format!("/v1/proxy/realtime/v1/realtime?sidekey_ticket={ticket}");
+    echo_through(app.addr, &with_ticket, &[], &frame).await;
+    assert_eq!(
+        send(app.client.get(app.url(&with_ticket))).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a reused ticket"
+    );
 
     // Tokens that are refused: mangled, unknown, on the admin API.
     let truncated = &kept.token[..kept.token.len() - 1];
@@ -129,6 +211,8 @@ async fn no_token_or_real_key_ever_reaches_the_logs_while_the_audit_trail_does()
         secrets.push(("a token's random body", issued.token[4..47].to_owned()));
     }
     secrets.push(("a truncated token", truncated[4..].to_owned()));
+    secrets.push(("a ticket", ticket[4..].to_owned()));
+    secrets.push(("a relayed frame", frame));
     secrets.push(("a mangled token", flipped[4..].to_owned()));
     for (what, secret) in &secrets {
         let leaks = lines_with(&logs, &[secret]);

@@ -30,6 +30,7 @@ const STATUSES: &[(&str, &[&str])] = &[
     ("get_session", &["200", "401", "429", "503"]),
     ("refresh_session", &["200", "401", "429", "503"]),
     ("revoke_session", &["204", "401", "429", "503"]),
+    ("issue_ticket", &["201", "401", "429", "503"]),
     // 400/403/429: the forwarded request's path, route and limits (`X-Forwarded-Method`/`-Uri`).
     ("verify_token", &["200", "400", "401", "403", "429", "503"]),
     // 404: the admin API is disabled; 422: a query parameter out of its bounds.

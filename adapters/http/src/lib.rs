@@ -79,6 +79,8 @@ pub struct HttpState {
     pub metering: Arc<Metering>,
     /// `POST /v1/sessions` per client address; `None`: unlimited.
     pub issue_rate: Option<IssueLimiter>,
+    /// The live proxied WebSockets, closed on shutdown.
+    pub relays: proxy::websocket::Relays,
 }
 
 /// Which routes a listener serves.

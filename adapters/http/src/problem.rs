@@ -305,6 +305,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<sidekey_application::TicketError> for ApiError {
+    fn from(error: sidekey_application::TicketError) -> Self {
+        use sidekey_application::TicketError;
+        match error {
+            TicketError::Verify(error) => error.into(),
+            TicketError::Invalid => Self::new(ErrorCode::InvalidToken, error.to_string()),
+            TicketError::StoreUnavailable(cause) => {
+                tracing::warn!(%cause, "ticket store failed");
+                Self::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("the ticket store is unavailable; {RETRY_SHORTLY}"),
+                )
+            }
+            // A wiring fault (`bin` always installs a ticket store), not the client's.
+            TicketError::Disabled => {
+                tracing::error!("no ticket store is installed");
+                Self::new(ErrorCode::Internal, "tickets are not available")
+            }
+            TicketError::Entropy(cause) => {
+                tracing::error!(%cause, "no randomness for a ticket");
+                Self::new(ErrorCode::Internal, "no ticket could be made")
+            }
+        }
+    }
+}
+
 /// What the client is told when a dependency is down: only that it may retry.
 const RETRY_SHORTLY: &str = "retry shortly";
 

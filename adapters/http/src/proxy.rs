@@ -13,6 +13,8 @@
 //!   streams, OpenAI and Anthropic formats) without holding a chunk back.
 //! - [`metered`]: a metered answer read on its way to the client, its reservation settled when it ends.
 //! - [`route`]: the routes, the order of their checks and their answers.
+//! - [`websocket`]: upgrades connected to the upstream and relayed frame by frame, the live socket's
+//!   limits, and the server's registry of live sockets.
 //! - this file: [`Proxy`], the upstreams by name and the client, and [`Upstream::request`].
 
 pub mod body;
@@ -23,6 +25,7 @@ pub mod metered;
 pub mod route;
 pub mod upstream;
 pub mod usage;
+pub mod websocket;
 
 use std::collections::HashMap;
 
@@ -51,6 +54,7 @@ pub enum ProxyConfigError {
 pub struct Proxy {
     upstreams: HashMap<String, Upstream>,
     client: client::UpstreamClient,
+    websockets: websocket::WebSocketConnector,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -74,7 +78,8 @@ impl Proxy {
             }
         }
         let client = client::build(upstreams.values())?;
-        Ok(Self { upstreams, client })
+        let websockets = websocket::connector()?;
+        Ok(Self { upstreams, client, websockets })
     }
 
     /// The upstream of that name.
@@ -90,6 +95,11 @@ impl Proxy {
     /// The configured names, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.upstreams.keys().map(String::as_str)
+    }
+
+    /// The connector of upstream WebSockets.
+    pub(crate) fn websockets(&self) -> &websocket::WebSocketConnector {
+        &self.websockets
     }
 
     /// Sends `request` to `upstream` and waits for the response headers, at most the upstream's response

@@ -97,6 +97,8 @@ pub struct HttpApp {
     endpoint: BoxEndpoint<'static, Response>,
     /// `None` on a listener that does not serve forward-auth (the admin listener).
     forward_auth: Option<ForwardAuth>,
+    /// The live proxied WebSockets: closed (1001) on shutdown, and waited for within the grace period.
+    relays: crate::proxy::websocket::Relays,
 }
 
 impl HttpApp {
@@ -106,9 +108,10 @@ impl HttpApp {
         limiter: Option<Arc<FailureLimiter>>,
         surface: Surface,
     ) -> Self {
+        let relays = state.relays.clone();
         let forward_auth =
             surface.serves(VERIFY_PATH).then(|| ForwardAuth { state, limiter, latency: OnceLock::new() });
-        Self { endpoint, forward_auth }
+        Self { endpoint, forward_auth, relays }
     }
 
     /// Answers one request from `peer` that arrived on `local`.
@@ -206,8 +209,12 @@ pub async fn serve(
     }
     drop(listener);
     shutdown.send_replace(true);
+    app.relays.shut_down();
     let grace = settings.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} });
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+        app.relays.closed().await;
+    });
     if drained.await.is_err() {
         tracing::warn!(
             connections = connections.len(),
@@ -378,6 +385,7 @@ mod tests {
                 Budgets::default(),
             )),
             issue_rate: None,
+            relays: Default::default(),
         });
         Fixture { forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() }, token, session }
     }

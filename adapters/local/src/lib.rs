@@ -8,6 +8,7 @@
 //! - [`clock`]: [`SystemClock`], the `Clock` port on the operating system's wall clock.
 //! - [`ledger`]: [`InMemoryUsageLedger`], requests and tokens counted against limits in memory.
 //! - [`memory`]: [`InMemorySessionStore`], sessions in process memory with automatic expiry.
+//! - [`tickets`]: [`InMemoryTicketStore`], one-time tickets in memory.
 //! - [`secrets`]: [`EnvSecretSource`] (`SIDEKEY_SECRET_<ID>`), [`FileSecretSource`] (`file:DIR`) and
 //!   [`TomlFileSecretSource`] (`toml:PATH`), chosen by a [`LocalSource`] setting.
 #![forbid(unsafe_code)]
@@ -16,8 +17,10 @@ pub mod clock;
 pub mod ledger;
 pub mod memory;
 pub mod secrets;
+pub mod tickets;
 
 pub use clock::SystemClock;
 pub use ledger::InMemoryUsageLedger;
 pub use memory::InMemorySessionStore;
 pub use secrets::{EnvSecretSource, FileSecretSource, LocalSource, LocalSourceError, TomlFileSecretSource};
+pub use tickets::InMemoryTicketStore;

@@ -11,6 +11,7 @@
 //!   derived from the token, with a local cache invalidated through pub/sub.
 //! - [`ledger`]: [`RedisUsageLedger`], the `UsageLedger` port: requests and tokens counted against the
 //!   limits of sessions, subjects and real keys, atomically across instances, one Lua script per account.
+//! - [`tickets`]: [`RedisTicketStore`], one-time tickets redeemed once across instances (`GETDEL`).
 //! - [`bus`]: [`RedisBus`], the `EventBus` port on streams and pub/sub.
 //! - [`config`]: [`RedisConfig`], the settings of all three, as `[store]` spells them.
 #![forbid(unsafe_code)]
@@ -20,9 +21,11 @@ pub mod config;
 mod connection;
 pub mod ledger;
 pub mod store;
+pub mod tickets;
 
 pub use bus::{RedisBus, RedisBusSettings};
 pub use config::RedisConfig;
 pub use connection::ConfigError;
 pub use ledger::RedisUsageLedger;
 pub use store::{LocalCacheSettings, RedisSessionStore, RedisStoreSettings};
+pub use tickets::RedisTicketStore;

@@ -7,6 +7,7 @@
 //! - [`unique`]: what keeps tests apart: [`random_hex`], [`free_port`], [`TempDir`].
 //! - [`clock`]: [`ManualClock`], a `Clock` the test moves by hand.
 //! - [`ledger_contract`]: the `UsageLedger` contract, one suite that every ledger runs.
+//! - [`ticket_contract`]: the `TicketStore` contract, one suite that every ticket store runs.
 //! - [`store_contract`]: the `SessionStore` contract, one suite that every store runs.
 //! - `redis_server`, `postgres_server`: private servers for outage tests (features `redis`, `postgres`).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod postgres_server;
 pub mod redis_server;
 pub mod services;
 pub mod store_contract;
+pub mod ticket_contract;
 pub mod unique;
 
 pub use clock::ManualClock;

@@ -18,6 +18,10 @@
 //! - `metering`: token usage settled from the three answer formats, plain, streamed and cut; the
 //!   `include_usage` chunk sidekey asked for and strips; budgets across instances and per subject per UTC
 //!   day.
+//! - `websocket`: WebSocket upgrades relayed to a recording WebSocket upstream: the real key in, the
+//!   token (header or subprotocol) nowhere; frames and closes both ways; refusals before the upgrade;
+//!   revocation (two instances), expiry, limits, `session.update`, metering and shutdown closing a live
+//!   socket; the Python `websockets` client.
 //! - `instances`: two instances on one Redis (skipped without it, except under CI).
 
 mod cors;
@@ -31,6 +35,7 @@ mod sdk;
 mod streaming;
 mod trusted_proxies;
 mod upstream;
+mod websocket;
 
 use serde_json::Value;
 use sidekey_http::UpstreamSettings;

@@ -152,6 +152,24 @@ enum IssueResponse {
     Created(Json<IssuedSession>, #[oai(header = "Cache-Control")] String),
 }
 
+/// A one-time ticket for a browser's `EventSource` or `WebSocket`.
+#[derive(Debug, Object)]
+#[oai(rename = "IssuedTicket")]
+pub struct IssuedTicket {
+    /// The ticket: pass it once, within `expires_in` seconds, as `?sidekey_ticket=` on a proxied GET or
+    /// WebSocket upgrade.
+    pub ticket: String,
+    /// Seconds the ticket stays valid (30).
+    pub expires_in: u64,
+}
+
+#[derive(ApiResponse)]
+enum TicketResponse {
+    /// The ticket; it must not be cached.
+    #[oai(status = 201)]
+    Created(Json<IssuedTicket>, #[oai(header = "Cache-Control")] String),
+}
+
 #[derive(ApiResponse)]
 enum SessionResponse {
     /// The session.
@@ -278,6 +296,25 @@ impl SessionApi {
     ) -> Result<SessionResponse, TokenFailure> {
         let session = state.sessions.refresh(&auth.0.token).await.map_err(ApiError::from)?;
         Ok(SessionResponse::Ok(Json(SessionView::read(&state, &session, true).await?)))
+    }
+
+    /// Issue a one-time ticket
+    ///
+    /// For a browser's `EventSource` or `WebSocket`, which cannot send `Authorization`: the ticket
+    /// authenticates one proxied GET or WebSocket upgrade as this session, as `?sidekey_ticket=…`,
+    /// once, within 30 seconds, on any instance. Reused or late, it is `invalid_token`.
+    #[oai(path = "/v1/session/tickets", method = "post", operation_id = "issue_ticket")]
+    async fn ticket(
+        &self,
+        state: Data<&Arc<HttpState>>,
+        auth: PresentedToken,
+    ) -> Result<TicketResponse, TokenFailure> {
+        let ticket = state.sessions.issue_ticket(&auth.0.token).await.map_err(ApiError::from)?;
+        let body = IssuedTicket {
+            ticket: ticket.expose().to_owned(),
+            expires_in: sidekey_domain::TICKET_LIFETIME.as_secs(),
+        };
+        Ok(TicketResponse::Created(Json(body), "no-store".to_owned()))
     }
 
     /// Revoke the current session

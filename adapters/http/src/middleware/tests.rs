@@ -74,6 +74,7 @@ impl Fixture {
             callers: None,
             metering: Arc::new(Metering::new(ledger, clock, Budgets::default())),
             issue_rate: None,
+            relays: Default::default(),
         });
         let settings = HttpSettings { failure_quota: Some(quota), proxy_trust: trust, ..Default::default() };
         let endpoint = Arc::new(crate::endpoint(state, settings, Some(limiter.clone())).boxed());

@@ -28,9 +28,11 @@ use poem_openapi::OperationId;
 use sidekey_application::ports::{Remaining, Reservation};
 use sidekey_application::{AUDIT_TARGET, Grant};
 use sidekey_domain::ProxyPath;
+use zeroize::Zeroizing;
 
 use super::metered::{MeteredBody, Reserved, Settlement};
 use super::usage::{Endpoint as ApiEndpoint, RequestRules, UsageMeter, models_from_query, prepare_request};
+use super::websocket;
 use super::{
     BodyOutcome, ClientContext, Outbound, OutboundError, RequestBody, ResponseBody, SendError, Upstream,
 };
@@ -124,13 +126,40 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
     let Some((name, below)) = route.split(&path) else {
         return Err(ApiError::new(ErrorCode::NotFound, "name an upstream: /v1/proxy/{upstream}/…"));
     };
-    let grant = authenticate(&request).await?;
-    // Authenticated, so the header holds the token: kept to scrub it from what is forwarded.
-    let token = request
-        .headers()
-        .typed_get::<Authorization<Bearer>>()
-        .map(|header| header.token().to_owned())
-        .unwrap_or_default();
+    let upgrade = websocket::is_upgrade(request.headers());
+    // A browser's WebSocket cannot send `Authorization`: its token may come as a subprotocol instead.
+    let subprotocol_token = if upgrade && request.headers().typed_get::<Authorization<Bearer>>().is_none() {
+        websocket::subprotocol_token(request.headers()).map(str::to_owned)
+    } else {
+        None
+    };
+    // EventSource and WebSocket from a browser: a one-time ticket in the query, when nothing else is sent.
+    // An `EventSource` and a WebSocket upgrade are GETs; nothing else may spend a ticket.
+    let ticket = if subprotocol_token.is_none()
+        && request.method() == Method::GET
+        && request.headers().typed_get::<Authorization<Bearer>>().is_none()
+    {
+        request.uri().query().and_then(ticket_in_query)
+    } else {
+        None
+    };
+    let (grant, token) = match (subprotocol_token, ticket) {
+        (Some(token), _) => (state.sessions.verify(&token).await.map_err(ApiError::from)?, token),
+        (None, Some(ticket)) => {
+            let (grant, token) = state.sessions.redeem_ticket(&ticket).await.map_err(ApiError::from)?;
+            (grant, token.expose().to_owned())
+        }
+        (None, None) => {
+            let grant = authenticate(&request).await?;
+            // Authenticated, so the header holds the token: kept to scrub it from what is forwarded.
+            let token = request
+                .headers()
+                .typed_get::<Authorization<Bearer>>()
+                .map(|header| header.token().to_owned())
+                .unwrap_or_default();
+            (grant, token)
+        }
+    };
     let proxy = state.proxy.as_ref();
     let upstream = proxy
         .and_then(|proxy| proxy.upstream(name))
@@ -213,7 +242,11 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
     let generates = generates(&method);
     let endpoint =
         if generates { ApiEndpoint::of(path.as_str(), upstream.usage_format()) } else { ApiEndpoint::Other };
-    let query = request.uri().query().map(str::to_owned);
+    // The ticket is sidekey's: it never reaches the upstream.
+    let query = request.uri().query().and_then(|query| {
+        let kept = without_ticket(query);
+        (!kept.is_empty() || query.is_empty()).then_some(kept)
+    });
     if model_rule {
         for model in query.as_deref().map(models_from_query).unwrap_or_default() {
             check_model(upstream, &grant, &model)?;
@@ -335,8 +368,20 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         }
     })?;
 
-    let started = Instant::now();
     let proxy = proxy.expect("an upstream was found, so the proxy exists");
+    if upgrade {
+        count(upstream, StatusCode::SWITCHING_PROTOCOLS, "websocket");
+        let watch = websocket::Watch {
+            sessions: state.sessions.clone(),
+            metering: state.metering.clone(),
+            token: Zeroizing::new(token.clone()),
+            session: session.clone(),
+            admitted,
+            relays: state.relays.clone(),
+        };
+        return websocket::open(proxy.websockets(), upstream, upstream_request, &request, watch).await;
+    }
+    let started = Instant::now();
     let sent = proxy.send(upstream, upstream_request).await;
     let elapsed = started.elapsed();
     let settle_nothing = |admitted: &Option<(Box<Reservation>, Remaining)>| {
@@ -423,6 +468,29 @@ async fn forward(route: ProxyRoute, mut request: Request) -> Result<Response, Ap
         strip: include_usage_injected,
     });
     Ok(into_poem_response(upstream, upstream_response, metered))
+}
+
+/// The query parameter that carries a one-time ticket.
+pub const TICKET_PARAMETER: &str = "sidekey_ticket";
+
+/// The ticket in a query (`sidekey_ticket=…`), if any; the first one counts.
+fn ticket_in_query(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == TICKET_PARAMETER).then(|| value.to_owned())
+    })
+}
+
+/// The query without any `sidekey_ticket` parameter.
+fn without_ticket(query: &str) -> String {
+    if !query.contains(TICKET_PARAMETER) {
+        return query.to_owned();
+    }
+    query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(key, _)| key) != TICKET_PARAMETER)
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// What a metered answer needs on its way back.
@@ -532,6 +600,15 @@ fn status_class(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ticket_is_read_from_the_query_and_removed_from_what_is_forwarded() {
+        assert_eq!(ticket_in_query("a=1&sidekey_ticket=skq_x&b=2").as_deref(), Some("skq_x"));
+        assert_eq!(ticket_in_query("a=1&xsidekey_ticket=skq_x"), None);
+        assert_eq!(without_ticket("a=1&sidekey_ticket=skq_x&b=2"), "a=1&b=2");
+        assert_eq!(without_ticket("sidekey_ticket=skq_x"), "");
+        assert_eq!(without_ticket("a=sidekey_ticket"), "a=sidekey_ticket");
+    }
 
     #[test]
     fn paths_split_into_the_upstream_and_the_path_below_it() {

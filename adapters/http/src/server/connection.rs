@@ -130,12 +130,13 @@ where
         }
     };
     let service = Counted::new(service, activity.clone());
-    // For WebSocket upgrades: `serve_connection(…).with_upgrades()`. The upgraded socket keeps the
-    // permit (it is inside `WatchedIo`), so it still counts under the cap; the supervisor stops watching
-    // it when hyper hands it over, and whoever takes it must bound it.
+    // HTTP/1.1 serves WebSocket upgrades (`with_upgrades`). The upgraded socket keeps the permit (it is
+    // inside `WatchedIo`), so it still counts under the cap; the supervisor stops watching it when hyper
+    // hands it over (the connection future ends), and the proxy's relay bounds it (its idle and maximum
+    // durations, and shutdown through `Relays`).
     match protocol {
         Protocol::Http1 => {
-            let connection = protocols.http1.serve_connection(TokioIo::new(io), service);
+            let connection = protocols.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
             supervise(connection, protocol, &activity, timeouts, shutdown).await
         }
         Protocol::Http2 => {
@@ -178,6 +179,19 @@ where
     S: hyper::service::HttpService<Incoming, ResBody = B>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn close_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulConnection for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
