@@ -32,13 +32,20 @@ const STATUSES: &[(&str, &[&str])] = &[
     ("revoke_session", &["204", "401", "429", "503"]),
     ("issue_ticket", &["201", "401", "429", "503"]),
     // 400/403/429: the forwarded request's path, route and limits (`X-Forwarded-Method`/`-Uri`).
-    ("verify_token", &["200", "400", "401", "403", "429", "503"]),
+    ("verify_token", VERIFY_STATUSES),
+    ("verify_token_post", VERIFY_STATUSES),
+    ("verify_token_put", VERIFY_STATUSES),
+    ("verify_token_patch", VERIFY_STATUSES),
+    ("verify_token_delete", VERIFY_STATUSES),
     // 404: the admin API is disabled; 422: a query parameter out of its bounds.
     ("admin_list_sessions", &["200", "401", "403", "404", "422", "429", "503"]),
     ("admin_usage", &["200", "401", "403", "404", "422", "429", "503"]),
     ("admin_revoke_session", &["204", "401", "403", "404", "429", "503"]),
     ("admin_revoke_matching", &["200", "400", "401", "403", "404", "413", "422", "429", "503"]),
 ];
+
+/// Forward-auth's, on each of its methods.
+const VERIFY_STATUSES: &[&str] = &["200", "400", "401", "403", "429", "503"];
 
 /// The order in which `Allow` lists methods.
 const METHOD_ORDER: &[&str] = &["get", "head", "post", "put", "patch", "delete"];
@@ -56,6 +63,7 @@ pub fn openapi_json(raw: &str) -> String {
 
 /// Adds to poem-openapi's document what its derives cannot express (see the module's doc).
 fn refine(document: &mut Value) {
+    name_forward_auth_operations(document);
     close_objects(document);
     require_always_sent(document);
     bound_metadata(document);
@@ -159,6 +167,17 @@ fn document_cache_control(document: &mut Value) {
                 });
             }
         }
+    }
+}
+
+/// Forward-auth is one handler served on several methods, which poem-openapi lists under each method
+/// without an `operationId` (it allows one per handler). Generated clients name their functions after
+/// these: the GET is `verify_token`, the others `verify_token_<method>`.
+fn name_forward_auth_operations(document: &mut Value) {
+    let Some(item) = document["paths"]["/v1/auth/verify"].as_object_mut() else { return };
+    for (method, operation) in item.iter_mut() {
+        let id = if method == "get" { "verify_token".to_owned() } else { format!("verify_token_{method}") };
+        operation["operationId"] = Value::from(id);
     }
 }
 

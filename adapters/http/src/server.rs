@@ -68,6 +68,11 @@ type ResponseBody = BoxBody<Bytes, std::io::Error>;
 /// The forward-auth route the fast path answers.
 pub const VERIFY_PATH: &str = "/v1/auth/verify";
 
+/// The methods forward-auth answers alike: nginx and Traefik ask with GET, Envoy's HTTP ext_authz with
+/// the method of the request it checks. Kept equal to the route's methods (a test compares them).
+pub const VERIFY_METHODS: [Method; 5] =
+    [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+
 /// The listen backlog: connections the kernel completes and holds until the server accepts them. A
 /// burst past it (a thousand clients reconnecting at once, a flood at the connection cap) has its
 /// handshakes dropped or answered with SYN cookies, and clients retry only after a second or more. The
@@ -275,7 +280,7 @@ impl ForwardAuth {
         mut request: poem::http::Request<B>,
         peer: SocketAddr,
     ) -> Result<Response, poem::http::Request<B>> {
-        if request.method() != Method::GET
+        if !VERIFY_METHODS.contains(request.method())
             || request.uri().path() != VERIFY_PATH
             || request.headers().contains_key(header::ORIGIN)
         {
@@ -340,6 +345,16 @@ mod tests {
     use crate::cors::CorsSettings;
     use crate::problem::{ApiError, ErrorCode};
     use crate::rate_limit::FailureQuota;
+
+    #[test]
+    fn the_fast_path_takes_exactly_the_methods_the_route_is_documented_with() {
+        let allow = crate::document::allowed_methods().allow(VERIFY_PATH).expect("the route is documented");
+        let mut documented: Vec<&str> = allow.split(", ").filter(|method| *method != "HEAD").collect();
+        let mut fast: Vec<&str> = VERIFY_METHODS.iter().map(Method::as_str).collect();
+        documented.sort_unstable();
+        fast.sort_unstable();
+        assert_eq!(fast, documented);
+    }
 
     struct Fixture {
         forward_auth: ForwardAuth,
@@ -437,7 +452,10 @@ mod tests {
         let bearer = fixture.bearer();
         let lowercase_scheme = format!("bearer {}", fixture.token.expose());
         let passed_on: Vec<(&str, Request<()>)> = vec![
-            ("POST", Request::post(VERIFY_PATH).header(header::AUTHORIZATION, &bearer).body(()).unwrap()),
+            (
+                "OPTIONS",
+                Request::options(VERIFY_PATH).header(header::AUTHORIZATION, &bearer).body(()).unwrap(),
+            ),
             ("HEAD", Request::head(VERIFY_PATH).header(header::AUTHORIZATION, &bearer).body(()).unwrap()),
             (
                 "another path",

@@ -99,3 +99,28 @@ async fn the_admin_reads_a_keys_usage_for_the_day_and_the_month() {
     assert_problem(both, 422, "validation_failed").await;
     app.shutdown().await;
 }
+
+/// Envoy's HTTP ext_authz asks with the method of the request it checks, and may send its body.
+#[tokio::test]
+async fn forward_auth_answers_every_method_envoy_may_ask_with_alike_on_both_paths() {
+    let app = spawn_app_with(|_| {}).await;
+    let token = app.issue_token(SECRET_KEY_ID, None).await.token;
+    for method in [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        for origin in [None, Some("http://x.example")] {
+            let mut valid = app
+                .request(method.clone(), "/v1/auth/verify", Some(&token))
+                .body(r#"{"model":"gpt-4o-mini"}"#);
+            if let Some(origin) = origin {
+                valid = valid.header("origin", origin);
+            }
+            let valid = valid.send().await.unwrap();
+            assert_eq!(valid.status(), StatusCode::OK, "{method} with origin {origin:?}");
+            assert_eq!(header(&valid, "x-sidekey-secret-key-id").as_deref(), Some(SECRET_KEY_ID), "{method}");
+        }
+        let refused = app.request(method.clone(), "/v1/auth/verify", None).send().await.unwrap();
+        assert_problem(refused, 401, "missing_token").await;
+    }
+    // The session was read, never changed: a DELETE asks about a request, it does not revoke.
+    assert_eq!(app.verify(&token).await.status(), StatusCode::OK);
+    app.shutdown().await;
+}

@@ -333,8 +333,17 @@ impl SessionApi {
     /// Verify a token (forward-auth)
     ///
     /// For nginx `auth_request`, Traefik ForwardAuth and Envoy ext_authz: 200 with the session's headers,
-    /// or 401. No body.
-    #[oai(path = "/v1/auth/verify", method = "get", operation_id = "verify_token")]
+    /// or 401. No body. Any of GET, POST, PUT, PATCH and DELETE is answered alike, since Envoy's HTTP
+    /// ext_authz asks with the method of the request it checks; a body is never read. (Its operation
+    /// ids, one per method, are given in the document's refinement: poem-openapi allows one per handler.)
+    #[oai(
+        path = "/v1/auth/verify",
+        method = "get",
+        method = "post",
+        method = "put",
+        method = "patch",
+        method = "delete"
+    )]
     async fn verify(
         &self,
         state: Data<&Arc<HttpState>>,
