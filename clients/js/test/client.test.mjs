@@ -3,20 +3,18 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { createSidekey, SidekeyError } from "../index.js";
-import { startSidekey, startFakeOpenAI } from "./support.mjs";
+import { startSidekeyWithFake } from "./support.mjs";
 
 let fake;
 let sidekey;
+let started;
 
 before(async () => {
-  fake = await startFakeOpenAI({ delayMs: 5 });
-  sidekey = await startSidekey({ upstreamUrl: fake.url });
+  started = await startSidekeyWithFake();
+  ({ fake, sidekey } = started);
 });
 
-after(async () => {
-  await sidekey?.stop();
-  await fake?.close();
-});
+after(() => started?.stop());
 
 /** A getToken that issues sessions from the real server and records what it was given. */
 function issuer(body = {}) {
@@ -137,38 +135,36 @@ test("a model outside the session's scope rejects with a typed 403 model_not_all
   }
 });
 
-test("a spent max_requests rejects with a typed 429 quota_exceeded", async () => {
-  const { getToken } = issuer({ limits: { max_requests: 1 } });
+/** With these limits, the first call answers 200 and the second rejects: the SidekeyError it rejects with. */
+async function secondCallRefused(limits) {
+  const { getToken } = issuer({ limits });
   const client = createSidekey({ baseUrl: sidekey.url, getToken });
   try {
     assert.equal((await client.fetch("/v1/proxy/openai/v1/models")).status, 200);
+    let refusal;
     await assert.rejects(client.fetch("/v1/proxy/openai/v1/models"), (error) => {
       assert.ok(error instanceof SidekeyError);
-      assert.equal(error.status, 429);
-      assert.equal(error.code, "quota_exceeded");
+      refusal = error;
       return true;
     });
+    return refusal;
   } finally {
     client.close();
   }
+}
+
+test("a spent max_requests rejects with a typed 429 quota_exceeded", async () => {
+  const error = await secondCallRefused({ max_requests: 1 });
+  assert.equal(error.status, 429);
+  assert.equal(error.code, "quota_exceeded");
 });
 
 test("a per-minute rate rejects with 429 rate_limited and retryAfter in seconds from Retry-After", async () => {
-  const { getToken } = issuer({ limits: { requests_per_minute: 1 } });
-  const client = createSidekey({ baseUrl: sidekey.url, getToken });
-  try {
-    assert.equal((await client.fetch("/v1/proxy/openai/v1/models")).status, 200);
-    await assert.rejects(client.fetch("/v1/proxy/openai/v1/models"), (error) => {
-      assert.ok(error instanceof SidekeyError);
-      assert.equal(error.status, 429);
-      assert.equal(error.code, "rate_limited");
-      assert.equal(typeof error.retryAfter, "number");
-      assert.ok(error.retryAfter > 0 && error.retryAfter <= 60, `retryAfter ${error.retryAfter}`);
-      return true;
-    });
-  } finally {
-    client.close();
-  }
+  const error = await secondCallRefused({ requests_per_minute: 1 });
+  assert.equal(error.status, 429);
+  assert.equal(error.code, "rate_limited");
+  assert.equal(typeof error.retryAfter, "number");
+  assert.ok(error.retryAfter > 0 && error.retryAfter <= 60, `retryAfter ${error.retryAfter}`);
 });
 
 test("an upstream's own error passes through unchanged as a response", async () => {

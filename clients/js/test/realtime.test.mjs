@@ -4,20 +4,18 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createSidekey } from "../index.js";
-import { startSidekey, startFakeOpenAI } from "./support.mjs";
+import { startSidekeyWithFake } from "./support.mjs";
 
 let fake;
 let sidekey;
+let started;
 
 before(async () => {
-  fake = await startFakeOpenAI({ delayMs: 5 });
-  sidekey = await startSidekey({ upstreamUrl: fake.url });
+  started = await startSidekeyWithFake();
+  ({ fake, sidekey } = started);
 });
 
-after(async () => {
-  await sidekey?.stop();
-  await fake?.close();
-});
+after(() => started?.stop());
 
 /** Records what the client would open, as browsers' constructors are not in Node 20. */
 function recorder() {

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export { startFakeOpenAI } from "../../../examples/browser-chat/fake-openai.mjs";
+import { startFakeOpenAI } from "../../../examples/browser-chat/fake-openai.mjs";
+export { startFakeOpenAI };
 
 /** The binary under test; the Rust wrapper (bin/tests/frontend.rs) sets it to the one cargo built. */
 export function sidekeyBin() {
@@ -105,4 +106,18 @@ ${toml}
   }
 
   return { url, adminToken, realKey, issue, revokeById, stop, logs: () => logs };
+}
+
+/** A fake OpenAI upstream and sidekey in front of it, as each test file starts them. */
+export async function startSidekeyWithFake() {
+  const fake = await startFakeOpenAI({ delayMs: 5 });
+  const sidekey = await startSidekey({ upstreamUrl: fake.url });
+  return {
+    fake,
+    sidekey,
+    async stop() {
+      await sidekey.stop();
+      await fake.close();
+    },
+  };
 }

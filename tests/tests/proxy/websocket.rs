@@ -185,6 +185,12 @@ fn realtime_upstream(upstream: &WsUpstream) -> sidekey_http::UpstreamSettings {
     upstream_config(NAME, &upstream.url(), &[SECRET_KEY_ID])
 }
 
+/// Two instances on one Redis (a random prefix) in front of `upstream`; `None` (said) without Redis.
+async fn two_instances_for(upstream: &WsUpstream) -> Option<Instances> {
+    let settings = realtime_upstream(upstream);
+    Instances::start(|config| config.upstreams = vec![settings.clone()], None).await
+}
+
 async fn app_for(upstream: &WsUpstream, tweak: impl Fn(&mut sidekey_http::UpstreamSettings)) -> TestApp {
     let mut settings = realtime_upstream(upstream);
     tweak(&mut settings);
@@ -425,11 +431,7 @@ async fn revoking_the_session_closes_its_live_socket_with_1008_within_a_second()
 #[tokio::test]
 async fn a_revocation_on_another_instance_closes_the_socket_within_a_second() {
     let upstream = WsUpstream::start().await;
-    let settings = realtime_upstream(&upstream);
-    let Some(instances) = Instances::start(|config| config.upstreams = vec![settings.clone()], None).await
-    else {
-        return;
-    };
+    let Some(instances) = two_instances_for(&upstream).await else { return };
     let issued = instances.a.issue_token(SECRET_KEY_ID, None).await;
     let mut client = open(&instances.a, &issued.token, "").await;
 
@@ -684,11 +686,7 @@ async fn an_event_source_get_with_a_ticket_streams_and_a_late_ticket_is_refused(
 #[tokio::test]
 async fn a_ticket_issued_on_one_instance_works_once_on_another() {
     let upstream = WsUpstream::start().await;
-    let settings = realtime_upstream(&upstream);
-    let Some(instances) = Instances::start(|config| config.upstreams = vec![settings.clone()], None).await
-    else {
-        return;
-    };
+    let Some(instances) = two_instances_for(&upstream).await else { return };
     let issued = instances.a.issue_token(SECRET_KEY_ID, None).await;
     let ticket = ticket(&instances.a, &issued.token).await;
     let path = format!("/v1/proxy/realtime/v1/realtime?sidekey_ticket={ticket}");
