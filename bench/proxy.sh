@@ -43,12 +43,8 @@ allowed_secret_key_ids = ["bench-key"]
 routes = ["GET /v1/models", "POST /v1/chat/completions"]
 models = ["gpt-4o-mini"]
 usage = "openai"
-
-# High enough that no row is refused: the rows measure the checks and the counting, not the refusals.
-[limits.ceiling]
-max_requests = 1000000000
-requests_per_minute = 1000000000
-max_tokens = 1000000000000
+# No [limits.ceiling]: a session that asks for no limit then has none (with a ceiling, every session would
+# get it as its limit), so the plain row is unlimited and unmetered, and the others ask for their own.
 CONF
 # warn-level logs: the per-request "proxied" line would measure the terminal.
 SIDEKEY_SECRET_BENCH_KEY=sk-bench-not-a-real-key SIDEKEY_LOG=warn TOKIO_WORKER_THREADS=1 \

@@ -15,7 +15,7 @@
 //! them: a session's a retention after its expiry, a window's a day after its end; a sweep runs every
 //! `SWEEP_EVERY` admissions, so memory follows the live accounts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,14 @@ struct Counter {
     requests: u64,
     usage: TokenUsage,
     reservations: HashMap<u128, Held>,
+    /// The tokens of the `Live` reservations, kept beside them so that an admission reads one number
+    /// instead of summing every reservation.
+    live_tokens: u64,
+    /// When each reservation's current state ends, in the order the states were set. Instants from the
+    /// clock only grow, so the front is the next to end and [`Counter::tidy`] touches only what ended:
+    /// a counter with a million settled requests is not scanned on each one. An entry whose reservation
+    /// has changed state since (settled before it lapsed) no longer matches it and is dropped.
+    deadlines: VecDeque<(SystemTime, u128)>,
     /// When the counter may be forgotten.
     forget_at: Option<SystemTime>,
 }
@@ -53,25 +61,38 @@ enum Held {
     Settled { until: SystemTime },
 }
 
+impl Held {
+    fn until(self) -> SystemTime {
+        match self {
+            Self::Live { until, .. } | Self::Lapsed { until } | Self::Settled { until } => until,
+        }
+    }
+}
+
 impl Counter {
     /// Tokens held by live reservations at `now`.
-    fn reserved(&self, now: SystemTime) -> u64 {
-        self.reservations
-            .values()
-            .map(|held| match held {
-                Held::Live { tokens, until } if *until > now => *tokens,
-                _ => 0,
-            })
-            .sum()
+    fn reserved(&mut self, now: SystemTime) -> u64 {
+        self.tidy(now);
+        self.live_tokens
     }
 
     /// Tokens settled plus reserved.
-    fn committed(&self, now: SystemTime) -> u64 {
+    fn committed(&mut self, now: SystemTime) -> u64 {
         self.usage.total().saturating_add(self.reserved(now))
     }
 
+    fn set(&mut self, id: u128, held: Held) {
+        self.deadlines.push_back((held.until(), id));
+        if let Some(Held::Live { tokens, .. }) = self.reservations.insert(id, held) {
+            self.live_tokens = self.live_tokens.saturating_sub(tokens);
+        }
+        if let Held::Live { tokens, .. } = held {
+            self.live_tokens = self.live_tokens.saturating_add(tokens);
+        }
+    }
+
     fn hold(&mut self, id: u128, tokens: u64, now: SystemTime) {
-        self.reservations.insert(id, Held::Live { tokens, until: now + RESERVATION_LIFETIME });
+        self.set(id, Held::Live { tokens, until: now + RESERVATION_LIFETIME });
     }
 
     /// Settles reservation `id` with `usage`; false when it was settled already.
@@ -79,22 +100,28 @@ impl Counter {
         if matches!(self.reservations.get(&id), Some(Held::Settled { .. })) {
             return false;
         }
-        self.reservations.insert(id, Held::Settled { until: now + RESERVATION_LIFETIME * 2 });
+        self.set(id, Held::Settled { until: now + RESERVATION_LIFETIME * 2 });
         self.usage.input = self.usage.input.saturating_add(usage.input);
         self.usage.output = self.usage.output.saturating_add(usage.output);
         true
     }
 
-    /// Drops what has lapsed; lapsed live reservations become tombstones.
+    /// Ends what is due at `now`: live reservations lapse (kept as tombstones), tombstones are dropped.
     fn tidy(&mut self, now: SystemTime) {
-        self.reservations.retain(|_, held| match held {
-            Held::Live { until, .. } if *until <= now => {
-                *held = Held::Lapsed { until: now + RESERVATION_LIFETIME };
-                true
+        while let Some(&(due, id)) = self.deadlines.front() {
+            if due > now {
+                break;
             }
-            Held::Lapsed { until } | Held::Settled { until } => *until > now,
-            Held::Live { .. } => true,
-        });
+            self.deadlines.pop_front();
+            match self.reservations.get(&id).copied() {
+                Some(held) if held.until() != due => {} // changed state since: a later entry stands for it
+                Some(Held::Live { .. }) => self.set(id, Held::Lapsed { until: now + RESERVATION_LIFETIME }),
+                Some(Held::Lapsed { .. } | Held::Settled { .. }) => {
+                    self.reservations.remove(&id);
+                }
+                None => {}
+            }
+        }
     }
 
     fn totals(&self) -> WindowTotals {
@@ -256,7 +283,7 @@ impl UsageLedger for InMemoryUsageLedger {
         let mut tokens_left: Option<u64> = None;
         for (key, budget, scope, window_end) in &budgets.keys {
             let Some(budget) = budget else { continue };
-            let committed = state.counters.get(key).map_or(0, |counter| counter.committed(now));
+            let committed = state.counters.get_mut(key).map_or(0, |counter| counter.committed(now));
             let after = committed.saturating_add(admission.reserve_tokens);
             if after > *budget {
                 let retry_after = match scope {
@@ -308,8 +335,8 @@ impl UsageLedger for InMemoryUsageLedger {
 
     async fn session_usage(&self, session: SessionId) -> Result<SessionUsage, LedgerError> {
         let now = self.clock.now();
-        let state = self.state();
-        Ok(state.counters.get(&Key::Session(session)).map_or_else(SessionUsage::default, |counter| {
+        let mut state = self.state();
+        Ok(state.counters.get_mut(&Key::Session(session)).map_or_else(SessionUsage::default, |counter| {
             SessionUsage {
                 requests: counter.requests,
                 input_tokens: counter.usage.input,
@@ -385,4 +412,33 @@ fn getrandom_u64() -> u64 {
     getrandom::u64().unwrap_or_else(|_| {
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_reservations_are_forgotten_after_their_retention_and_live_ones_lapse() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let used = TokenUsage { input: 1, output: 2 };
+        let mut counter = Counter::default();
+        for id in 0..1000 {
+            counter.hold(id, 10, start);
+            assert!(counter.settle(id, used, start));
+        }
+        assert!(!counter.settle(7, used, start), "a second settle counts nothing");
+        counter.hold(5000, 7, start);
+        assert_eq!(counter.reserved(start), 7, "only the unsettled reservation is held");
+        assert_eq!(counter.committed(start), 3000 + 7);
+
+        let later = start + RESERVATION_LIFETIME * 2 + Duration::from_secs(1);
+        assert_eq!(counter.reserved(later), 0, "the unsettled reservation lapsed");
+        // The settled tombstones are gone; the lapsed one stays, to count once if settled late.
+        assert_eq!(counter.reservations.len(), 1);
+        assert_eq!(counter.deadlines.len(), 1);
+        assert!(counter.settle(5000, used, later));
+        assert_eq!(counter.usage.total(), 3003);
+        assert_eq!(counter.reserved(later), 0);
+    }
 }
