@@ -9,9 +9,12 @@
 //! - per subject and day, subject and month, key and day, key and month: the same totals and
 //!   reservations, and per subject the GCRA state of its rate.
 //!
-//! A reservation stays live until settled or until [`RESERVATION_LIFETIME`] has passed; then it is kept
-//! as a tombstone for as long again, so that a late or repeated settle is recognised (counted once, and
-//! never subtracted from the live reservations twice). Counters are forgotten once nothing can ask for
+//! A reservation stays live until settled or until [`RESERVATION_LIFETIME`] has passed; then it is kept,
+//! lapsed, for as long again, so that a late settle still counts (once). A settle removes it, so a
+//! repeated settle finds nothing and counts nothing, and memory holds only unsettled reservations: no
+//! tombstone per request. (The Redis ledger keeps tombstones, by expiry in sorted sets that Redis
+//! prunes by range; the one difference is a settle more than a lifetime after its lapse, which counts
+//! there and not here.) Counters are forgotten once nothing can ask for
 //! them: a session's a retention after its expiry, a window's a day after its end; a sweep runs every
 //! `SWEEP_EVERY` admissions, so memory follows the live accounts.
 
@@ -42,10 +45,9 @@ struct Counter {
     /// The tokens of the `Live` reservations, kept beside them so that an admission reads one number
     /// instead of summing every reservation.
     live_tokens: u64,
-    /// When each reservation's current state ends, in the order the states were set. Instants from the
-    /// clock only grow, so the front is the next to end and [`Counter::tidy`] touches only what ended:
-    /// a counter with a million settled requests is not scanned on each one. An entry whose reservation
-    /// has changed state since (settled before it lapsed) no longer matches it and is dropped.
+    /// When each unsettled reservation's current state ends, in the order the states were set. Instants
+    /// from the clock only grow, so the front is the next to end and [`Counter::tidy`] touches only what
+    /// is due, never every reservation. An entry whose reservation was settled since is dropped then.
     deadlines: VecDeque<(SystemTime, u128)>,
     /// When the counter may be forgotten.
     forget_at: Option<SystemTime>,
@@ -55,16 +57,14 @@ struct Counter {
 enum Held {
     /// Reserved until `until`.
     Live { tokens: u64, until: SystemTime },
-    /// Lapsed unsettled: no longer held, but its usage still counts when it is settled.
+    /// Lapsed unsettled: no longer held, but its usage still counts when it is settled by `until`.
     Lapsed { until: SystemTime },
-    /// Settled; remembered until `until` so that a second settle counts nothing.
-    Settled { until: SystemTime },
 }
 
 impl Held {
     fn until(self) -> SystemTime {
         match self {
-            Self::Live { until, .. } | Self::Lapsed { until } | Self::Settled { until } => until,
+            Self::Live { until, .. } | Self::Lapsed { until } => until,
         }
     }
 }
@@ -81,32 +81,28 @@ impl Counter {
         self.usage.total().saturating_add(self.reserved(now))
     }
 
-    fn set(&mut self, id: u128, held: Held) {
-        self.deadlines.push_back((held.until(), id));
-        if let Some(Held::Live { tokens, .. }) = self.reservations.insert(id, held) {
-            self.live_tokens = self.live_tokens.saturating_sub(tokens);
-        }
-        if let Held::Live { tokens, .. } = held {
-            self.live_tokens = self.live_tokens.saturating_add(tokens);
-        }
-    }
-
     fn hold(&mut self, id: u128, tokens: u64, now: SystemTime) {
-        self.set(id, Held::Live { tokens, until: now + RESERVATION_LIFETIME });
+        let until = now + RESERVATION_LIFETIME;
+        self.reservations.insert(id, Held::Live { tokens, until });
+        self.deadlines.push_back((until, id));
+        self.live_tokens = self.live_tokens.saturating_add(tokens);
     }
 
-    /// Settles reservation `id` with `usage`; false when it was settled already.
-    fn settle(&mut self, id: u128, usage: TokenUsage, now: SystemTime) -> bool {
-        if matches!(self.reservations.get(&id), Some(Held::Settled { .. })) {
-            return false;
+    /// Settles reservation `id` with `usage`, live or lapsed: false when it is neither (settled
+    /// already, so a second settle counts nothing; or lapsed longer ago than a reservation's lifetime).
+    fn settle(&mut self, id: u128, usage: TokenUsage) -> bool {
+        match self.reservations.remove(&id) {
+            Some(Held::Live { tokens, .. }) => self.live_tokens = self.live_tokens.saturating_sub(tokens),
+            Some(Held::Lapsed { .. }) => {}
+            None => return false,
         }
-        self.set(id, Held::Settled { until: now + RESERVATION_LIFETIME * 2 });
         self.usage.input = self.usage.input.saturating_add(usage.input);
         self.usage.output = self.usage.output.saturating_add(usage.output);
         true
     }
 
-    /// Ends what is due at `now`: live reservations lapse (kept as tombstones), tombstones are dropped.
+    /// Ends what is due at `now`: live reservations lapse (kept for as long again, so that a late
+    /// settle still counts), lapsed ones are forgotten.
     fn tidy(&mut self, now: SystemTime) {
         while let Some(&(due, id)) = self.deadlines.front() {
             if due > now {
@@ -114,12 +110,20 @@ impl Counter {
             }
             self.deadlines.pop_front();
             match self.reservations.get(&id).copied() {
-                Some(held) if held.until() != due => {} // changed state since: a later entry stands for it
-                Some(Held::Live { .. }) => self.set(id, Held::Lapsed { until: now + RESERVATION_LIFETIME }),
-                Some(Held::Lapsed { .. } | Held::Settled { .. }) => {
+                // Settled since (and maybe held again under a new id): nothing of it is due.
+                None => {}
+                Some(held) if held.until() != due => {}
+                Some(Held::Live { tokens, .. }) => {
+                    // Kept a lifetime from when it lapsed; if that has passed too, a later turn of
+                    // this loop forgets it.
+                    let until = due + RESERVATION_LIFETIME;
+                    self.reservations.insert(id, Held::Lapsed { until });
+                    self.deadlines.push_back((until, id));
+                    self.live_tokens = self.live_tokens.saturating_sub(tokens);
+                }
+                Some(Held::Lapsed { .. }) => {
                     self.reservations.remove(&id);
                 }
-                None => {}
             }
         }
     }
@@ -306,9 +310,8 @@ impl UsageLedger for InMemoryUsageLedger {
             let counter = state.counters.entry(key).or_default();
             counter.requests += 1;
             counter.forget_at = forget_at.map(|end| end + WINDOW_RETENTION).max(counter.forget_at);
-            if admission.reserve_tokens > 0 {
-                counter.hold(id, admission.reserve_tokens, now);
-            }
+            // Held even at 0 tokens: the settle must find it to count what the answer reports.
+            counter.hold(id, admission.reserve_tokens, now);
         }
         let remaining = Remaining {
             requests: admission.limits.max_requests().map(|max| max.saturating_sub(session_requests + 1)),
@@ -327,7 +330,7 @@ impl UsageLedger for InMemoryUsageLedger {
         for (key, _, _, _) in budgets(admission).keys {
             if let Some(counter) = state.counters.get_mut(&key) {
                 counter.tidy(now);
-                counter.settle(reservation.id, usage, now);
+                counter.settle(reservation.id, usage);
             }
         }
         Ok(())
@@ -419,26 +422,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settled_reservations_are_forgotten_after_their_retention_and_live_ones_lapse() {
+    fn settled_reservations_leave_nothing_behind_and_unsettled_ones_lapse_then_go() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let used = TokenUsage { input: 1, output: 2 };
         let mut counter = Counter::default();
         for id in 0..1000 {
             counter.hold(id, 10, start);
-            assert!(counter.settle(id, used, start));
+            assert!(counter.settle(id, used));
         }
-        assert!(!counter.settle(7, used, start), "a second settle counts nothing");
+        assert!(!counter.settle(7, used), "a second settle counts nothing");
+        assert!(counter.reservations.is_empty(), "no tombstone per request");
         counter.hold(5000, 7, start);
         assert_eq!(counter.reserved(start), 7, "only the unsettled reservation is held");
         assert_eq!(counter.committed(start), 3000 + 7);
-
-        let later = start + RESERVATION_LIFETIME * 2 + Duration::from_secs(1);
-        assert_eq!(counter.reserved(later), 0, "the unsettled reservation lapsed");
-        // The settled tombstones are gone; the lapsed one stays, to count once if settled late.
-        assert_eq!(counter.reservations.len(), 1);
-        assert_eq!(counter.deadlines.len(), 1);
-        assert!(counter.settle(5000, used, later));
+        // The settled ones' deadlines go as they come due, without a scan.
+        let lapsed = start + RESERVATION_LIFETIME + Duration::from_secs(1);
+        assert_eq!(counter.reserved(lapsed), 0, "the unsettled reservation lapsed");
+        assert_eq!((counter.reservations.len(), counter.deadlines.len()), (1, 1));
+        assert!(counter.settle(5000, used), "a late settle still counts");
         assert_eq!(counter.usage.total(), 3003);
-        assert_eq!(counter.reserved(later), 0);
+
+        counter.hold(6000, 5, lapsed);
+        let forgotten = lapsed + RESERVATION_LIFETIME * 2 + Duration::from_secs(1);
+        counter.tidy(forgotten);
+        assert!(counter.reservations.is_empty() && counter.deadlines.is_empty());
+        assert!(!counter.settle(6000, used), "forgotten a lifetime after its lapse");
     }
 }
