@@ -5,15 +5,8 @@ import OpenAI from "openai";
 import { createSidekey, SidekeyError } from "../index.js";
 import { startSidekeyWithFake } from "./support.mjs";
 
-let fake;
-let sidekey;
-let started;
-
-before(async () => {
-  started = await startSidekeyWithFake();
-  ({ fake, sidekey } = started);
-});
-
+let fake, sidekey, started;
+before(async () => ({ fake, sidekey } = started = await startSidekeyWithFake()));
 after(() => started?.stop());
 
 /** A getToken that issues sessions from the real server and records what it was given. */

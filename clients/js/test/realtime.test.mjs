@@ -6,15 +6,8 @@ import assert from "node:assert/strict";
 import { createSidekey } from "../index.js";
 import { startSidekeyWithFake } from "./support.mjs";
 
-let fake;
-let sidekey;
-let started;
-
-before(async () => {
-  started = await startSidekeyWithFake();
-  ({ fake, sidekey } = started);
-});
-
+let fake, sidekey, started;
+before(async () => ({ fake, sidekey } = started = await startSidekeyWithFake()));
 after(() => started?.stop());
 
 /** Records what the client would open, as browsers' constructors are not in Node 20. */
