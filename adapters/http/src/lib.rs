@@ -83,6 +83,26 @@ pub struct HttpState {
     pub relays: proxy::websocket::Relays,
 }
 
+#[cfg(test)]
+impl HttpState {
+    /// The state the unit tests start from: these sessions, nothing optional configured, and an
+    /// in-memory ledger on `clock` with no budgets.
+    fn bare(sessions: Arc<SessionService>, clock: Arc<dyn sidekey_application::Clock>) -> Self {
+        let ledger = Arc::new(sidekey_local::InMemoryUsageLedger::new(clock.clone()));
+        Self {
+            sessions,
+            admin: None,
+            metrics: None,
+            proxy: None,
+            cors: CorsSettings::default(),
+            callers: None,
+            metering: Arc::new(Metering::new(ledger, clock, sidekey_application::Budgets::default())),
+            issue_rate: None,
+            relays: Default::default(),
+        }
+    }
+}
+
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Surface {

@@ -335,14 +335,13 @@ mod tests {
 
     use poem::http::{Request, StatusCode};
     use sidekey_application::ports::MockSessionStore;
-    use sidekey_application::{Budgets, Clock, Grant, Lookup, Metering, SessionService};
+    use sidekey_application::{Clock, Grant, Lookup, SessionService};
     use sidekey_domain::{
         Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Subject, Token,
     };
-    use sidekey_local::{EnvSecretSource, InMemoryUsageLedger, SystemClock};
+    use sidekey_local::{EnvSecretSource, SystemClock};
 
     use super::*;
-    use crate::cors::CorsSettings;
     use crate::problem::{ApiError, ErrorCode};
     use crate::rate_limit::FailureQuota;
 
@@ -386,22 +385,8 @@ mod tests {
             Ok(if *keys.digest() == digest { Lookup::Active(grant.clone()) } else { Lookup::Missing })
         });
         let sessions =
-            Arc::new(SessionService::new(Arc::new(store), Arc::new(EnvSecretSource), clock, policy));
-        let state = Arc::new(HttpState {
-            sessions,
-            admin: None,
-            metrics: None,
-            proxy: None,
-            cors: CorsSettings::default(),
-            callers: None,
-            metering: Arc::new(Metering::new(
-                Arc::new(InMemoryUsageLedger::new(Arc::new(SystemClock))),
-                Arc::new(SystemClock),
-                Budgets::default(),
-            )),
-            issue_rate: None,
-            relays: Default::default(),
-        });
+            Arc::new(SessionService::new(Arc::new(store), Arc::new(EnvSecretSource), clock.clone(), policy));
+        let state = Arc::new(HttpState::bare(sessions, clock));
         Fixture { forward_auth: ForwardAuth { state, limiter, latency: OnceLock::new() }, token, session }
     }
 

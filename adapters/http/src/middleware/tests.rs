@@ -12,12 +12,11 @@ use poem::endpoint::BoxEndpoint;
 use poem::http::{HeaderName, Method, StatusCode};
 use poem::{Endpoint, EndpointExt, Request, Response};
 use serde_json::Value;
-use sidekey_application::{Budgets, Clock, Grant, Metering, SessionService, SessionStore};
+use sidekey_application::{Clock, Grant, SessionService, SessionStore};
 use sidekey_domain::{Metadata, SecretRef, SecretValue, Session, SessionId, SessionPolicy, Token};
-use sidekey_local::{EnvSecretSource, InMemorySessionStore, InMemoryUsageLedger};
+use sidekey_local::{EnvSecretSource, InMemorySessionStore};
 use sidekey_test_support::ManualClock;
 
-use crate::cors::CorsSettings;
 use crate::rate_limit::{FailureLimiter, FailureQuota};
 use crate::trusted_proxies::ProxyTrust;
 use crate::{HttpSettings, HttpState};
@@ -64,18 +63,7 @@ impl Fixture {
         let secret = Arc::new(SecretValue::new("sk-real-key-never-sent".to_owned()).unwrap());
         store.insert(&token.keys(), Grant { session, secret }).await.unwrap();
         let sessions = Arc::new(SessionService::new(store, Arc::new(EnvSecretSource), clock.clone(), policy));
-        let ledger = Arc::new(InMemoryUsageLedger::new(clock.clone()));
-        let state = Arc::new(HttpState {
-            sessions,
-            admin: None,
-            metrics: None,
-            proxy: None,
-            cors: CorsSettings::default(),
-            callers: None,
-            metering: Arc::new(Metering::new(ledger, clock, Budgets::default())),
-            issue_rate: None,
-            relays: Default::default(),
-        });
+        let state = Arc::new(HttpState::bare(sessions, clock));
         let settings = HttpSettings { failure_quota: Some(quota), proxy_trust: trust, ..Default::default() };
         let endpoint = Arc::new(crate::endpoint(state, settings, Some(limiter.clone())).boxed());
         Self { endpoint, limiter, limiter_clock, valid: token.expose().to_owned() }
