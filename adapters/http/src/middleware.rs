@@ -19,8 +19,9 @@ use crate::{HttpSettings, HttpState};
 pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result<Response> {
     let started = Instant::now();
     let path = request.uri().path();
-    // Kept for the `Allow` header of a 405, which is known only once the router has answered.
-    let requested_path = path.to_owned();
+    // Kept for the `Allow` header of a 405, which is known only once the router has answered. A clone
+    // of the `Uri` shares the request line's bytes; copying the path would allocate on every request.
+    let requested = request.uri().clone();
     let under_api = path.starts_with("/v1/");
     let admin_disabled = path.starts_with("/v1/admin")
         && request.data::<Arc<HttpState>>().is_some_and(|state| state.admin.is_none());
@@ -68,7 +69,7 @@ pub async fn around<E: Endpoint>(next: Arc<E>, request: Request) -> poem::Result
     // RFC 9110 §15.5.6: a 405 lists the methods the resource does serve, as the document lists them.
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && !response.headers().contains_key(header::ALLOW)
-        && let Some(allow) = allowed_methods().allow(&requested_path)
+        && let Some(allow) = allowed_methods().allow(requested.path())
         && let Ok(value) = HeaderValue::from_str(allow)
     {
         response.headers_mut().insert(header::ALLOW, value);
