@@ -194,7 +194,8 @@ pub trait UsageLedger: Send + Sync + 'static {
     async fn admit(&self, admission: &Admission) -> Result<Admitted, LedgerError>;
 
     /// Replaces `reservation` with the tokens the answer used (counted in the windows of the
-    /// admission's instant). Settling a reservation that expired counts the usage all the same; settling
+    /// admission's instant). Settling a reservation that lapsed MUST count the usage all the same for at
+    /// least [`RESERVATION_LIFETIME`] after it lapsed (later, an implementation may drop it); settling
     /// one twice counts it once.
     async fn settle(&self, reservation: &Reservation, usage: TokenUsage) -> Result<(), LedgerError>;
 
